@@ -1,0 +1,99 @@
+// instinct-bench: throughput micro-benchmarks.
+//   instinct-bench loader --images DIR --size 1008 --workers 2 --batch 8 --batches 25
+// prints images/s (from loader construction to the last batch, and excluding the first batch) and
+// the peak RSS of the process. scripts/bench_loader.py compares it with a torchvision DataLoader.
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "instinct/common/error.h"
+#include "instinct/data/dataset.h"
+#include "instinct/data/loader.h"
+
+namespace {
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;  // KiB on Linux
+}
+
+struct LoaderArgs {
+  std::string images;
+  std::string resize = "squash";
+  int size = 1008, workers = 2, batch = 8, batches = 25, prefetch = 2;
+  bool round_uint8 = true;
+};
+
+int bench_loader(const LoaderArgs& a) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  auto ds = std::make_shared<instinct::data::ImageFolderDataset>(a.images);
+  instinct::data::PreprocessConfig pc;
+  pc.image_size = a.size;
+  pc.resize = a.resize;
+  pc.round_uint8 = a.round_uint8;
+  instinct::data::LoaderConfig lc;
+  lc.batch_size = a.batch;
+  lc.num_workers = a.workers;
+  lc.prefetch_batches = a.prefetch;
+  lc.drop_last = false;
+  lc.max_bad_fraction = 1.0;
+  instinct::data::Loader loader(ds, pc, lc);
+  int64_t images = 0, first_images = 0, epoch = 0;
+  clock::time_point t_first;
+  loader.start_epoch(epoch);
+  for (int b = 0; b < a.batches;) {
+    auto batch = loader.next();
+    if (!batch) {
+      loader.start_epoch(++epoch);
+      continue;
+    }
+    images += batch->images.size(0);
+    if (b++ == 0) {
+      t_first = clock::now();
+      first_images = images;
+    }
+  }
+  const auto t1 = clock::now();
+  const double total_s = std::chrono::duration<double>(t1 - t0).count();
+  const double steady_s = std::chrono::duration<double>(t1 - t_first).count();
+  std::printf("loader: %zu images in %s, size %d (%s), %d workers, batch %d, %d batches\n", ds->size(),
+              a.images.c_str(), a.size, a.resize.c_str(), a.workers, a.batch, a.batches);
+  std::printf("images: %lld\n", static_cast<long long>(images));
+  std::printf("seconds: %.3f\n", total_s);
+  std::printf("images/s: %.2f\n", images / total_s);
+  if (a.batches > 1)
+    std::printf("images/s (after first batch): %.2f\n", (images - first_images) / steady_s);
+  std::printf("skipped: %lld\n", static_cast<long long>(loader.num_skipped()));
+  std::printf("peak RSS MiB: %.1f\n", peak_rss_mib());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"instinct-bench: throughput benchmarks"};
+  app.require_subcommand(1);
+  LoaderArgs la;
+  auto* loader = app.add_subcommand("loader", "image loader throughput (decode + resize + normalise)");
+  loader->add_option("--images", la.images, "folder of images (recursive)")->required();
+  loader->add_option("--size", la.size, "output side S")->capture_default_str();
+  loader->add_option("--resize", la.resize, "squash | longest_pad")->capture_default_str();
+  loader->add_option("--workers", la.workers, "decode threads")->capture_default_str();
+  loader->add_option("--batch", la.batch, "batch size")->capture_default_str();
+  loader->add_option("--batches", la.batches, "batches to time (epochs repeat as needed)")->capture_default_str();
+  loader->add_option("--prefetch", la.prefetch, "batches in flight")->capture_default_str();
+  loader->add_option("--round-uint8", la.round_uint8, "round resized pixels to uint8")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*loader) return bench_loader(la);
+  } catch (const instinct::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
