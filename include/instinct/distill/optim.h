@@ -1,0 +1,110 @@
+#pragma once
+// Optimisation pieces shared by every trainer: AdamW with named parameter groups and serialisable
+// state, the warm-up + cosine learning-rate schedule, gradient clipping without host syncs, and an
+// exponential moving average of weights.
+#include <ATen/core/ivalue.h>
+#include <torch/nn/module.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace instinct::distill {
+
+/// Optimiser and schedule settings (EfficientSAM3 stage-1 defaults, see docs/stageA.md).
+struct OptimConfig {
+  double base_lr = 1e-3;        ///< peak LR at base_batch; scaled by global_batch / base_batch
+  int base_batch = 512;         ///< batch size base_lr refers to
+  double weight_decay = 0.01;   ///< decoupled weight decay (not on 1-D params, biases, pos/cls embeddings)
+  double beta1 = 0.9;           ///< AdamW beta1
+  double beta2 = 0.999;         ///< AdamW beta2
+  double eps = 1e-8;            ///< AdamW epsilon
+  double warmup_lr = 1e-6;      ///< LR at step 0 (linear warm-up from here to the peak)
+  double min_lr = 1e-5;         ///< LR at the end of the cosine decay
+  double epochs = 50;           ///< training length in epochs (ignored when max_steps > 0)
+  double warmup_epochs = 5;     ///< warm-up length in epochs (ignored when warmup_steps > 0)
+  int64_t max_steps = 0;        ///< optimizer steps to run; 0 = derive from epochs
+  int64_t warmup_steps = 0;     ///< warm-up steps; 0 = derive from warmup_epochs
+  double grad_clip = 5.0;       ///< clip the global gradient norm to this (0 = off)
+  int accum_steps = 1;          ///< micro-batches accumulated per optimizer step
+  template <class V>
+  void visit(V& v) {
+    v("base_lr", base_lr, "peak LR at base_batch, scaled linearly by global batch / base_batch");
+    v("base_batch", base_batch, "batch size that base_lr refers to");
+    v("weight_decay", weight_decay, "AdamW decoupled weight decay (no decay on 1-D params, biases, pos/cls)");
+    v("beta1", beta1, "AdamW beta1");
+    v("beta2", beta2, "AdamW beta2");
+    v("eps", eps, "AdamW epsilon");
+    v("warmup_lr", warmup_lr, "LR at step 0 of the linear warm-up");
+    v("min_lr", min_lr, "LR at the end of the cosine decay");
+    v("epochs", epochs, "training length in epochs (when max_steps is 0)");
+    v("warmup_epochs", warmup_epochs, "warm-up length in epochs (when warmup_steps is 0)");
+    v("max_steps", max_steps, "optimizer steps to run; 0 = from epochs");
+    v("warmup_steps", warmup_steps, "warm-up steps; 0 = from warmup_epochs");
+    v("grad_clip", grad_clip, "global gradient-norm clip (0 = off)");
+    v("accum_steps", accum_steps, "micro-batches per optimizer step");
+  }
+};
+
+/// Learning rate at optimizer step `step` (0-based): linear warm-up from warmup_lr to peak over
+/// warmup_steps, then cosine from peak to min_lr at total_steps.
+double lr_at(int64_t step, int64_t total_steps, int64_t warmup_steps, double peak, double warmup_lr,
+             double min_lr);
+
+/// AdamW (torch.optim.AdamW semantics, decoupled decay) over named parameters. Parameters whose
+/// name ends in "bias", "pos_embed", "cls_token" or that are 1-D get no weight decay.
+class AdamW {
+ public:
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, const OptimConfig& cfg);
+  /// One update with learning rate `lr` for every parameter that has a gradient.
+  void step(double lr);
+  void zero_grad();
+  /// {'step': int, 'exp_avg': {name: t}, 'exp_avg_sq': {name: t}} for checkpoints.
+  c10::IValue state() const;
+  /// Restores state(); errors name the missing parameter or shape mismatch.
+  void load_state(const c10::IValue& state, const std::string& source);
+  int64_t steps() const { return step_; }
+  const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
+
+ private:
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  std::vector<bool> decay_;
+  std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  OptimConfig cfg_;
+  int64_t step_ = 0;
+};
+
+/// Scales gradients so their global L2 norm is at most max_norm; returns the pre-clip norm as a
+/// 0-dim tensor on the parameters' device (no host synchronisation).
+at::Tensor clip_grad_norm(const std::vector<std::pair<std::string, at::Tensor>>& params, double max_norm);
+
+/// EMA settings.
+struct EmaConfig {
+  bool enabled = false;   ///< keep an exponential moving average of the student weights
+  double decay = 0.9998;  ///< final decay (horizon ~ 1/(1-decay) steps)
+  bool warmup = true;     ///< timm-style warm-up: d_k = min(decay, 1 - (1 + k)^(-3/4))
+  template <class V>
+  void visit(V& v) {
+    v("enabled", enabled, "keep an EMA of the student weights (evaluated and saved separately)");
+    v("decay", decay, "final EMA decay");
+    v("warmup", warmup, "timm-style warm-up of the decay: min(decay, 1 - (1+k)^-0.75)");
+  }
+};
+
+/// Maintains `shadow` (a module of the same architecture) as the EMA of `source`: floating
+/// parameters and buffers are averaged in fp32, integer buffers copied.
+class Ema {
+ public:
+  Ema(torch::nn::Module& source, torch::nn::Module& shadow, const EmaConfig& cfg);
+  void update();
+  double current_decay() const;
+  int64_t updates() const { return updates_; }
+  void set_updates(int64_t n) { updates_ = n; }
+
+ private:
+  std::vector<std::pair<at::Tensor, at::Tensor>> pairs_;  // (source, shadow)
+  EmaConfig cfg_;
+  int64_t updates_ = 0;
+};
+
+}  // namespace instinct::distill

@@ -1,0 +1,91 @@
+#pragma once
+// Pieces every trainer shares: the run directory (resolved config, resume discovery, device and
+// precision), training checkpoints (atomic, Python-readable, keep-last-K + best), metrics.jsonl.
+#include <ATen/Device.h>
+#include <ATen/core/ivalue.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "instinct/data/dataset.h"
+#include "instinct/distill/optim.h"
+#include "instinct/model/vit.h"
+
+namespace instinct::teacher {
+struct BundleInfo;
+}
+
+namespace instinct::distill {
+
+/// Progress of a training run, saved in checkpoints.
+struct TrainState {
+  int64_t step = 0;            ///< optimizer steps completed
+  int64_t epoch = 0;           ///< current epoch
+  int64_t batch_in_epoch = 0;  ///< micro-batches of `epoch` already consumed
+  double best_metric = -std::numeric_limits<double>::infinity();  ///< best held-out metric so far
+};
+
+/// The run directory, device and resume decision for one training process.
+struct RunContext {
+  std::string dir;
+  at::Device device{at::kCPU};
+  bool autocast = false;     ///< bf16 autocast on CUDA
+  std::string resume_from;   ///< checkpoint to resume from ("" = fresh run)
+
+  /// Creates `dir`, picks the device ("auto" = CUDA when available), sets CPU threads, and finds
+  /// the checkpoint to resume from per `resume` (auto | never | path). Errors are one line.
+  static RunContext open(const std::string& dir, const std::string& device, const std::string& precision,
+                         int threads, const std::string& resume);
+  /// Writes `yaml` to <dir>/config.yaml atomically.
+  void write_resolved_config(const std::string& yaml) const;
+};
+
+/// Sets student out_channels/out_grid from the teacher when 0 and checks them (and the input size)
+/// against the bundle otherwise.
+void resolve_student_shape(model::VitConfig& student, const teacher::BundleInfo& info);
+
+/// Named trainable parameters of a module (Python naming).
+std::vector<std::pair<std::string, at::Tensor>> trainable_parameters(const torch::nn::Module& m);
+
+/// A short hash of a dataset's file list (identity of a feature cache).
+std::string dataset_fingerprint(const data::Dataset& ds);
+
+/// Writes training checkpoints `<dir>/checkpoints/step_XXXXXXXX.pt` (keeping the last `keep_last`)
+/// and `<dir>/checkpoints/best.pt`. A checkpoint is a torch.save dict Python reads with
+/// weights_only=True: {'trunk', 'backbone', 'model_name', 'format', 'stage', 'step', 'epoch',
+/// 'batch_in_epoch', 'best_metric', 'optimizer', 'ema' (or absent), 'ema_updates', 'rng', 'config'}.
+class CheckpointKeeper {
+ public:
+  CheckpointKeeper(std::string run_dir, int keep_last, bool keep_best);
+  void save(const TrainState& st, model::StudentTrunkImpl& student, const AdamW& opt, const Ema* ema,
+            model::StudentTrunkImpl* ema_model, const std::string& config_yaml, const std::string& stage, bool best);
+
+ private:
+  std::string dir_;
+  int keep_last_;
+  bool keep_best_;
+};
+
+/// The newest step checkpoint in <run_dir>/checkpoints ("" if none).
+std::string latest_checkpoint(const std::string& run_dir);
+
+/// Restores student, optimizer, EMA, RNG and progress from a checkpoint written by CheckpointKeeper.
+TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& student, AdamW& opt, Ema* ema,
+                           model::StudentTrunkImpl* ema_model);
+
+/// Appends one JSON object per line to metrics.jsonl. On resume, rows after `resume_step` (written
+/// after the checkpoint by an interrupted run) are dropped first so the log has no duplicates.
+class MetricsLog {
+ public:
+  MetricsLog(const std::string& path, int64_t resume_step, bool resuming);
+  void write(const nlohmann::json& row);
+
+ private:
+  std::ofstream out_;
+};
+
+}  // namespace instinct::distill

@@ -1,0 +1,91 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "instinct/config/config.h"
+#include "instinct/distill/stage_a.h"
+#include "test_helpers.h"
+
+using namespace instinct;
+
+namespace {
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Config, YamlThenOverridesInOrder) {
+  const std::string dir = test::temp_dir("cfg");
+  std::ofstream(dir + "/a.yaml") << "run_dir: r1\noptim:\n  base_lr: 0.5\n  max_steps: 7\nstudent:\n  preset: custom\n";
+  distill::StageAConfig c;
+  config::load(dir + "/a.yaml", {"optim.max_steps=9", "data.root=/x", "ema.enabled=true", "optim.base_lr=2e-4"}, c);
+  EXPECT_EQ(c.run_dir, "r1");
+  EXPECT_EQ(c.optim.max_steps, 9);
+  EXPECT_DOUBLE_EQ(c.optim.base_lr, 2e-4);
+  EXPECT_EQ(c.data.root, "/x");
+  EXPECT_TRUE(c.ema.enabled);
+  EXPECT_EQ(c.student.preset, "custom");
+  EXPECT_EQ(c.optim.grad_clip, 5.0);  // untouched default
+}
+
+TEST(Config, UnknownKeyNamesNearestValidKey) {
+  distill::StageAConfig c;
+  auto msg = error_of([&] { config::load("", {"optim.base_lrr=1"}, c); });
+  EXPECT_NE(msg.find("unknown key 'optim.base_lrr'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean 'optim.base_lr'"), std::string::npos) << msg;
+  msg = error_of([&] { config::load("", {"optim.max_step=1"}, c); });
+  EXPECT_NE(msg.find("optim.max_steps"), std::string::npos) << msg;
+  msg = error_of([&] { config::load("", {"optm.epochs=1"}, c); });
+  EXPECT_NE(msg.find("optim.epochs"), std::string::npos) << msg;
+}
+
+TEST(Config, TypeErrorsNameKeyAndValue) {
+  distill::StageAConfig c;
+  auto msg = error_of([&] { config::load("", {"optim.base_lr=fast"}, c); });
+  EXPECT_NE(msg.find("optim.base_lr"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("fast"), std::string::npos) << msg;
+  msg = error_of([&] { config::load("", {"teacher=3"}, c); });
+  EXPECT_NE(msg.find("'teacher'"), std::string::npos) << msg;
+  msg = error_of([&] { config::load("", {"nokey"}, c); });
+  EXPECT_NE(msg.find("key.sub=value"), std::string::npos) << msg;
+}
+
+TEST(Config, YamlSyntaxErrorNamesFileAndLine) {
+  const std::string dir = test::temp_dir("cfgsyn");
+  std::ofstream(dir + "/bad.yaml") << "optim:\n  base_lr: [1, 2\n";
+  distill::StageAConfig c;
+  auto msg = error_of([&] { config::load(dir + "/bad.yaml", {}, c); });
+  EXPECT_NE(msg.find("bad.yaml"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("line"), std::string::npos) << msg;
+  msg = error_of([&] { config::load(dir + "/missing.yaml", {}, c); });
+  EXPECT_NE(msg.find("missing.yaml"), std::string::npos) << msg;
+}
+
+TEST(Config, ResolvedYamlRoundTrips) {
+  distill::StageAConfig a;
+  config::load("", {"optim.max_steps=123", "data.root=imgs", "student.img_size=224"}, a);
+  const std::string text = config::to_yaml(a);
+  distill::StageAConfig b;
+  config::from_yaml(YAML::Load(text), b);
+  EXPECT_EQ(config::to_yaml(b), text);
+  EXPECT_EQ(b.optim.max_steps, 123);
+  EXPECT_NE(text.find("# "), std::string::npos);  // doc comments are emitted
+}
+
+TEST(Config, EveryShippedConfigParses) {
+  const std::string root = INSTINCT_SOURCE_DIR "/configs";
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(root)) {
+    const auto name = e.path().filename().string();
+    if (name.rfind("stageA", 0) != 0) continue;
+    distill::StageAConfig c;
+    EXPECT_NO_THROW(config::load(e.path().string(), {}, c)) << name;
+    ++n;
+  }
+  EXPECT_GE(n, 2);
+}

@@ -1,0 +1,26 @@
+#pragma once
+// Shared helpers for the gtest binary: fixture locations from the ctest environment.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace instinct::test {
+
+/// $INSTINCT_FIXTURES/<sub> (written by tests/python/fixtures_<sub>.py); fails the test when absent.
+inline std::string fixture_dir(const std::string& sub) {
+  const char* root = std::getenv("INSTINCT_FIXTURES");
+  if (!root) ADD_FAILURE() << "INSTINCT_FIXTURES is not set: run the tests through ctest";
+  return std::string(root ? root : "/nonexistent") + "/" + sub;
+}
+
+/// A fresh empty temporary directory for one test.
+inline std::string temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("instinct_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
+}  // namespace instinct::test
