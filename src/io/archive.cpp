@@ -293,9 +293,11 @@ void save_object(const std::string& path, const c10::IValue& obj) {
   std::ofstream out(file.temp_path(), std::ios::binary | std::ios::trunc);
   INSTINCT_CHECK(out.is_open(), path, ": cannot create '", file.temp_path(), "': ", std::strerror(errno));
   {
+    // Always report success to miniz (a failure there would throw from the writer's destructor);
+    // the stream state is checked after closing.
     caffe2::serialize::PyTorchStreamWriter writer([&](const void* buf, size_t n) -> size_t {
       out.write(static_cast<const char*>(buf), static_cast<std::streamsize>(n));
-      return out ? n : 0;
+      return n;
     });
     try {
       torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
