@@ -1,0 +1,334 @@
+// Teacher bundle loader (instinct/teacher/bundle.h) and SHA-256 (instinct/io/sha256.h).
+// Fixtures: tests/python/fixtures_teacher.py -> $INSTINCT_FIXTURES/teacher.
+#include <gtest/gtest.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+#include "instinct/common/error.h"
+#include "instinct/io/sha256.h"
+#include "instinct/teacher/bundle.h"
+
+namespace fs = std::filesystem;
+using instinct::teacher::BundleLoadOptions;
+using instinct::teacher::TeacherBundle;
+
+namespace {
+
+std::string teacher_fixtures() {
+  const char* f = std::getenv("INSTINCT_FIXTURES");
+  return f ? (fs::path(f) / "teacher").string() : std::string();
+}
+
+#define REQUIRE_FIXTURES()                                                               \
+  const std::string fx = teacher_fixtures();                                             \
+  if (fx.empty() || !fs::exists(fs::path(fx) / "bundle" / "bundle.json"))                \
+    GTEST_SKIP() << "INSTINCT_FIXTURES/teacher not generated (run through ctest)"
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// reference.pt: a torch.save'd plain dict of tensors.
+std::map<std::string, at::Tensor> load_reference(const std::string& path) {
+  std::string bytes = read_text(path);
+  std::vector<char> buf(bytes.begin(), bytes.end());
+  auto iv = torch::pickle_load(buf);
+  std::map<std::string, at::Tensor> out;
+  for (const auto& kv : iv.toGenericDict()) out[kv.key().toStringRef()] = kv.value().toTensor();
+  return out;
+}
+
+// Expects `fn` to throw instinct::Error whose one-line message contains every `needle`.
+template <typename Fn>
+std::string expect_error(Fn fn, std::vector<std::string> needles) {
+  try {
+    fn();
+  } catch (const instinct::Error& e) {
+    std::string msg = e.what();
+    std::cout << "  error: " << msg << "\n";
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "missing '" << n << "' in: " << msg;
+    return msg;
+  }
+  ADD_FAILURE() << "expected instinct::Error";
+  return {};
+}
+
+void expect_close(const at::Tensor& got, const at::Tensor& want, const char* what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  ASSERT_EQ(got.scalar_type(), want.scalar_type()) << what;
+  if (want.scalar_type() == at::kBool) {
+    EXPECT_TRUE(at::equal(got, want)) << what;
+    return;
+  }
+  const double err = (got - want).abs().max().item<double>();
+  EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5)) << what << ": max abs err " << err;
+}
+
+const std::vector<std::string> kAll = {"trunk",    "detector_neck", "interactive_neck",
+                                       "grounding", "sam_head",     "concept_bank"};
+
+std::string tmp_dir(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("instinct_test_bundle_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------- SHA-256
+
+TEST(Sha256, Fips180Vectors) {
+  using instinct::io::sha256_hex;
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(sha256_hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Sha256, StreamingChunksMatchOneShot) {
+  std::string msg;
+  for (int i = 0; i < 1000; ++i) msg.push_back(static_cast<char>((i * 131 + 7) & 0xff));
+  const std::string want = instinct::io::sha256_hex(msg);
+  for (size_t chunk : {1, 3, 55, 56, 63, 64, 65, 127, 999}) {
+    instinct::io::Sha256 h;
+    for (size_t i = 0; i < msg.size(); i += chunk) h.update(msg.data() + i, std::min(chunk, msg.size() - i));
+    EXPECT_EQ(h.hex_digest(), want) << "chunk " << chunk;
+    EXPECT_EQ(h.hex_digest(), want) << "digest is idempotent";
+  }
+  // Padding boundaries: lengths around one block.
+  for (size_t n : {55, 56, 57, 63, 64, 65}) {
+    instinct::io::Sha256 a, b;
+    a.update(msg.data(), n);
+    for (size_t i = 0; i < n; ++i) b.update(msg.data() + i, 1);
+    EXPECT_EQ(a.hex_digest(), b.hex_digest()) << n;
+  }
+}
+
+TEST(Sha256, FileMatchesPythonHashlib) {
+  REQUIRE_FIXTURES();
+  const std::string path = fx + "/sha/data.bin";
+  std::string want = read_text(path + ".sha256");
+  want = want.substr(0, 64);
+  EXPECT_EQ(instinct::io::sha256_file(path), want);
+}
+
+TEST(Sha256, MissingFileNamesPath) {
+  expect_error([] { instinct::io::sha256_file("/nonexistent/dir/file.bin"); }, {"/nonexistent/dir/file.bin"});
+}
+
+// ------------------------------------------------------------------------------------ bundle.json
+
+TEST(BundleInfo, ReadsReferenceBundle) {
+  REQUIRE_FIXTURES();
+  auto info = instinct::teacher::read_bundle_info(fx + "/bundle");
+  EXPECT_EQ(info.image_size, 224);
+  EXPECT_EQ(info.resize, "squash");
+  EXPECT_FLOAT_EQ(info.pixel_mean[1], 0.5f);
+  EXPECT_FLOAT_EQ(info.pixel_std[2], 0.5f);
+  EXPECT_EQ(info.trunk_channels, 128);
+  EXPECT_EQ(info.trunk_grid, 16);
+  EXPECT_EQ(info.patch, 14);
+  EXPECT_EQ(info.neck_channels, 64);
+  EXPECT_EQ(info.num_queries, 16);
+  EXPECT_EQ(info.mask_size, 64);
+  EXPECT_EQ(info.prompt_length, 8);
+  EXPECT_EQ(info.concepts.size(), 12u);
+  EXPECT_EQ(info.concept_id("star"), 3);
+  EXPECT_EQ(info.concept_id("unicorn"), -1);
+  EXPECT_EQ(info.modules.size(), 6u);
+  EXPECT_EQ(info.modules.at("trunk").first, "trunk.pt");
+  EXPECT_EQ(info.modules.at("trunk").second.size(), 64u);
+}
+
+TEST(BundleInfo, MissingJsonNamesPath) {
+  const std::string d = tmp_dir("nojson");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {d + "/bundle.json", "missing"});
+  fs::remove_all(d);
+}
+
+TEST(BundleInfo, BadFieldsNameFileAndKey) {
+  REQUIRE_FIXTURES();
+  const std::string src = read_text(fx + "/bundle/bundle.json");
+  const std::string d = tmp_dir("badkey");
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string s = src;
+    auto pos = s.find(from);
+    EXPECT_NE(pos, std::string::npos) << from;
+    s.replace(pos, from.size(), to);
+    std::ofstream(d + "/bundle.json") << s;
+  };
+  with("\"mask_size\": 64", "\"mask_size\": 63");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {d + "/bundle.json", "'mask_size'", "64"});
+  with("\"resize\": \"squash\"", "\"resize\": \"stretch\"");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"bundle.json", "'resize'", "stretch"});
+  with("\"grid\": 16", "\"grid\": \"16\"");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"bundle.json", "'trunk.grid'", "integer"});
+  with("\"trunk\": {", "\"trunkx\": {");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"bundle.json", "'trunk'", "missing"});
+  with("\"concept_bank\": {", "\"text_encoder\": {");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'modules.text_encoder'", "unknown module"});
+  with("\"version\": 1", "\"version\": 2");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'version'", "expected 1"});
+  std::ofstream(d + "/bundle.json") << "{ not json";
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {d + "/bundle.json", "not valid JSON"});
+  fs::remove_all(d);
+}
+
+// --------------------------------------------------------------------------------- TeacherBundle
+
+TEST(BundleLoad, AllModulesLoadValidateAndFreeze) {
+  REQUIRE_FIXTURES();
+  BundleLoadOptions opts;
+  opts.modules = kAll;
+  auto t = TeacherBundle::load(fx + "/bundle", opts);
+  for (const auto& k : kAll) EXPECT_TRUE(t.has(k)) << k;
+  auto t1 = TeacherBundle::load(fx + "/bundle");  // default: trunk only
+  EXPECT_TRUE(t1.has("trunk"));
+  EXPECT_FALSE(t1.has("grounding"));
+  expect_error([&] { t1.detector_neck(at::zeros({1, 128, 16, 16})); }, {"detector_neck", "not loaded"});
+  BundleLoadOptions bad;
+  bad.modules = {"text_encoder"};
+  expect_error([&] { TeacherBundle::load(fx + "/bundle", bad); }, {"unknown module 'text_encoder'", "trunk"});
+}
+
+TEST(BundleLoad, OutputsMatchEagerPython) {
+  REQUIRE_FIXTURES();
+  BundleLoadOptions opts;
+  opts.modules = kAll;
+  auto t = TeacherBundle::load(fx + "/bundle", opts);
+  auto r = load_reference(fx + "/reference.pt");
+  torch::NoGradGuard ng;
+  expect_close(t.trunk(r.at("pixels")), r.at("feats"), "feats");
+  auto [f0, f1, f2] = t.detector_neck(r.at("feats"));
+  expect_close(f0, r.at("fpn0"), "fpn0");
+  expect_close(f1, r.at("fpn1"), "fpn1");
+  expect_close(f2, r.at("fpn2"), "fpn2");
+  auto [emb, s0, s1] = t.interactive_neck(r.at("feats"));
+  expect_close(emb, r.at("emb"), "emb");
+  expect_close(s0, r.at("s0"), "s0");
+  expect_close(s1, r.at("s1"), "s1");
+  auto [text, pad] = t.concepts(r.at("ids"));
+  expect_close(text, r.at("text"), "text");
+  expect_close(pad, r.at("text_pad"), "text_pad");
+  auto g = t.grounding(r.at("fpn0"), r.at("fpn1"), r.at("fpn2"), r.at("text"), r.at("text_pad"));
+  expect_close(g.logits, r.at("g_logits"), "logits");
+  expect_close(g.boxes, r.at("g_boxes"), "boxes");
+  expect_close(g.masks, r.at("g_masks"), "masks");
+  expect_close(g.presence, r.at("g_presence"), "presence");
+  expect_close(g.memory, r.at("g_memory"), "memory");
+  expect_close(g.queries, r.at("g_queries"), "queries");
+  auto s = t.sam_head(r.at("emb"), r.at("s0"), r.at("s1"), r.at("points"), r.at("labels"));
+  expect_close(s.masks, r.at("sam_masks"), "sam masks");
+  expect_close(s.iou, r.at("sam_iou"), "sam iou");
+  expect_close(s.obj, r.at("sam_obj"), "sam obj");
+  EXPECT_GE(s.iou.min().item<float>(), 0.f);
+  EXPECT_LE(s.iou.max().item<float>(), 1.f);
+  EXPECT_GE(g.boxes.min().item<float>(), 0.f);
+  EXPECT_LE(g.boxes.max().item<float>(), 1.f);
+}
+
+TEST(BundleLoad, BatchOfThreeMatchesPerSample) {
+  REQUIRE_FIXTURES();
+  BundleLoadOptions opts;
+  opts.modules = kAll;
+  auto t = TeacherBundle::load(fx + "/bundle", opts);
+  torch::NoGradGuard ng;
+  torch::manual_seed(0);
+  auto px = torch::rand({3, 3, 224, 224}) * 2 - 1;
+  auto feats = t.trunk(px);
+  ASSERT_EQ(feats.sizes(), (at::IntArrayRef{3, 128, 16, 16}));
+  auto [f0, f1, f2] = t.detector_neck(feats);
+  auto [emb, s0, s1] = t.interactive_neck(feats);
+  auto ids = torch::tensor({0, 5, 11}, torch::kLong);
+  auto [text, pad] = t.concepts(ids);
+  ASSERT_EQ(pad.sizes(), (at::IntArrayRef{3, 8}));
+  auto g = t.grounding(f0, f1, f2, text, pad);
+  EXPECT_EQ(g.masks.sizes(), (at::IntArrayRef{3, 16, 64, 64}));
+  EXPECT_EQ(g.memory.sizes(), (at::IntArrayRef{256, 3, 64}));
+  auto pts = torch::tensor({50.f, 60.f, 100.f, 120.f}).reshape({1, 2, 2}).repeat({3, 1, 1});
+  auto lab = torch::tensor({1, -1}, torch::kLong).reshape({1, 2}).repeat({3, 1});
+  auto s = t.sam_head(emb, s0, s1, pts, lab);
+  EXPECT_EQ(s.masks.sizes(), (at::IntArrayRef{3, 3, 64, 64}));
+  // Sample 1 of the batch equals a B=1 run on that sample.
+  auto i = torch::indexing::Slice(1, 2);
+  auto g1 = t.grounding(f0.index({i}), f1.index({i}), f2.index({i}), text.index({i}), pad.index({i}));
+  EXPECT_TRUE(at::allclose(g1.masks, g.masks.index({i}), 1e-4, 1e-4));
+  EXPECT_TRUE(at::allclose(g1.memory, g.memory.index({torch::indexing::Slice(), i}), 1e-4, 1e-4));
+  EXPECT_TRUE(at::allclose(t.trunk(px.index({i})), feats.index({i}), 1e-4, 1e-4));
+}
+
+TEST(BundleLoad, GradientsFlowThroughFrozenGrounding) {
+  REQUIRE_FIXTURES();
+  BundleLoadOptions opts;
+  opts.modules = {"grounding", "concept_bank"};
+  auto t = TeacherBundle::load(fx + "/bundle", opts);
+  torch::manual_seed(1);
+  auto fpn0 = torch::randn({2, 64, 64, 64}, torch::requires_grad());
+  auto fpn1 = torch::randn({2, 64, 32, 32}, torch::requires_grad());
+  auto fpn2 = torch::randn({2, 64, 16, 16}, torch::requires_grad());
+  auto [text, pad] = t.concepts(torch::tensor({1, 4}, torch::kLong));
+  auto g = t.grounding(fpn0, fpn1, fpn2, text, pad);
+  auto loss = g.logits.sum() + g.masks.mean() + g.memory.pow(2).mean() + g.presence.sum();
+  loss.backward();
+  for (auto* x : {&fpn0, &fpn1, &fpn2}) {
+    ASSERT_TRUE(x->grad().defined());
+    EXPECT_GT(x->grad().abs().sum().item<double>(), 0.0);
+  }
+}
+
+TEST(BundleLoad, ToDeviceRoundTrip) {
+  REQUIRE_FIXTURES();
+  auto t = TeacherBundle::load(fx + "/bundle");
+  t.to(at::Device(at::kCPU));
+  torch::NoGradGuard ng;
+  EXPECT_EQ(t.trunk(torch::zeros({1, 3, 224, 224})).sizes(), (at::IntArrayRef{1, 128, 16, 16}));
+}
+
+TEST(BundleBroken, GridDisagreesWithTrunk) {
+  REQUIRE_FIXTURES();
+  expect_error([&] { TeacherBundle::load(fx + "/broken_grid"); },
+               {"trunk.pt", "'feats'", "[1, 128, 16, 16]", "[1, 128, 8, 8]"});
+  BundleLoadOptions no_check;
+  no_check.validate_shapes = false;
+  EXPECT_NO_THROW(TeacherBundle::load(fx + "/broken_grid", no_check));
+}
+
+TEST(BundleBroken, MissingModuleFile) {
+  REQUIRE_FIXTURES();
+  expect_error([&] { TeacherBundle::load(fx + "/broken_missing"); },
+               {"missing module file", fx + "/broken_missing/trunk.pt"});
+}
+
+TEST(BundleBroken, HashMismatch) {
+  REQUIRE_FIXTURES();
+  const auto info = instinct::teacher::read_bundle_info(fx + "/broken_hash");
+  const std::string actual = instinct::io::sha256_file(fx + "/broken_hash/trunk.pt");
+  expect_error([&] { TeacherBundle::load(fx + "/broken_hash"); },
+               {"sha256 mismatch", "trunk.pt", info.modules.at("trunk").second, actual});
+  BundleLoadOptions no_hash;
+  no_hash.verify_hashes = false;
+  EXPECT_NO_THROW(TeacherBundle::load(fx + "/broken_hash", no_hash));
+}
+
+TEST(BundleBroken, NotTorchScript) {
+  REQUIRE_FIXTURES();
+  expect_error([&] { TeacherBundle::load(fx + "/broken_script"); }, {"cannot load TorchScript file", "trunk.pt"});
+}
+
+TEST(BundleLoad, ForwardErrorNamesFileInOneLine) {
+  REQUIRE_FIXTURES();
+  auto t = TeacherBundle::load(fx + "/bundle");
+  torch::NoGradGuard ng;
+  expect_error([&] { t.trunk(torch::zeros({1, 3, 100, 100})); }, {"trunk.pt", "forward failed"});
+}
