@@ -105,7 +105,8 @@ void CheckpointKeeper::save(const TrainState& st, model::StudentTrunkImpl& stude
   d.insert("step", st.step);
   d.insert("epoch", st.epoch);
   d.insert("batch_in_epoch", st.batch_in_epoch);
-  d.insert("best_metric", st.best_metric);
+  // Floats as 0-dim tensors: Python 1.13's weights_only unpickler rejects the float opcode.
+  d.insert("best_metric", torch::tensor(st.best_metric, torch::kFloat64));
   d.insert("optimizer", opt.state());
   if (ema && ema_model) {
     d.insert("ema", io::tensor_dict(model::state_dict(*ema_model)));
@@ -156,7 +157,7 @@ TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& stu
   st.step = get("step").toInt();
   st.epoch = get("epoch").toInt();
   st.batch_in_epoch = get("batch_in_epoch").toInt();
-  st.best_metric = get("best_metric").toDouble();
+  st.best_metric = get("best_metric").toTensor().item<double>();
   if (ema && ema_model) {
     INSTINCT_CHECK(obj.toGenericDict().contains("ema"), path, ": EMA is enabled but the checkpoint has no 'ema' weights");
     model::load_state_dict_strict(*ema_model, io::to_tensor_list(get("ema"), path + " ['ema']"), path);

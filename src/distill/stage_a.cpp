@@ -168,7 +168,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
   }
   TrainState st;
   if (!run.resume_from.empty()) {
-    st = load_checkpoint(run.resume_from, *student, opt, ema.get(), ema_model.get());
+    st = load_checkpoint(run.resume_from, *student, opt, ema.get(), ema ? ema_model.get() : nullptr);
     spdlog::info("resumed from {} at step {} (epoch {}, batch {})", run.resume_from, st.step, st.epoch, st.batch_in_epoch);
   } else if (cfg.init.from == "instinct") {
     model::load_trunk_file(*student, cfg.init.path);
@@ -278,7 +278,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
   };
   CheckpointKeeper keeper(cfg.run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best);
   auto save_ckpt = [&](bool best) {
-    keeper.save(st, *student, opt, ema.get(), ema_model.get(), config::to_yaml(cfg), "stageA", best);
+    keeper.save(st, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, config::to_yaml(cfg), "stageA", best);
     if (cache) cache->sync();
   };
 
@@ -384,6 +384,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
     }
   }
   progress.finish();
+  if (cache) spdlog::info("teacher-feature cache: {} images served from {}, {} stored", cache->hits(), cfg.cache.dir, cache->stored());
   if (loader.num_skipped() > 0)
     spdlog::warn("{} unreadable images were skipped (see warnings above)", loader.num_skipped());
   if (stopped) {

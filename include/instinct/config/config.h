@@ -82,25 +82,24 @@ struct is_array : std::false_type {};
 template <class T, size_t N>
 struct is_array<std::array<T, N>> : std::true_type {};
 
-/// Reads fields from a YAML map; records which keys were consumed.
+/// Reads fields from a YAML map (or from nothing: `node` undefined) and records every valid key.
 struct Reader {
-  const YAML::Node& node;
+  YAML::Node node;
   std::string prefix;
   std::set<std::string>* known;
   template <class T>
   void operator()(const char* name, T& field, const char* /*doc*/) {
     const std::string key = prefix.empty() ? name : prefix + "." + name;
+    const YAML::Node child = node.IsDefined() && node.IsMap() ? node[name] : YAML::Node(YAML::NodeType::Undefined);
     if constexpr (is_struct<T>::value) {
       known->insert(key + ".");
-      const YAML::Node child = node[name];
-      if (!child) return;
-      if (!child.IsMap()) fail("config key '", key, "': expected a map of settings");
+      if (child.IsDefined() && !child.IsNull() && !child.IsMap())
+        fail("config key '", key, "': expected a map of settings");
       Reader sub{child, key, known};
       field.visit(sub);
     } else {
       known->insert(key);
-      const YAML::Node child = node[name];
-      if (child) decode(child, key, field);
+      if (child.IsDefined()) decode(child, key, field);
     }
   }
 };
