@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "instinct/common/error.h"
 #include "instinct/distill/optim.h"
 #include "instinct/io/archive.h"
 #include "instinct/model/vit.h"
