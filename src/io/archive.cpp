@@ -99,15 +99,95 @@ class Normalizer {
   std::unordered_set<const void*> seen_;
 };
 
-// ---- pickle scanning (diagnostics for what LibTorch's unpickler cannot represent) ----
+// ---- pickle scanning (diagnostics for what LibTorch's unpickler cannot represent) and rewriting
+// (what Python's pickler writes that LibTorch 1.13's unpickler cannot read) ----
 
 struct PickleScan {
   bool ordered_dict_container = false;  // an OrderedDict used as a value, not as tensor hooks
   std::string ordered_dict_key;         // the dict key written just before it ("" at top level)
   std::vector<std::string> globals;     // "module.name", in order of first appearance
   int protocol = -1;                    // from the PROTO opcode
-  std::string widened;                  // the pickle with LONG1 ints widened to 8 bytes ("" if none)
+  std::string rewritten;                // the pickle as LibTorch can read it ("" if unchanged)
 };
+
+// One byte-level change of the rewritten pickle: `removed` input bytes at `at` are replaced by
+// `bytes[0, len)` (an insertion when removed == 0).
+struct PickleEdit {
+  size_t at;
+  uint8_t removed, len;
+  char bytes[10];
+};
+
+// Simulates the pickle stack, recording for each value the input offset of the first opcode that
+// produced it, so that a MARK can be inserted in front of a SETITEM's key or an APPEND's value.
+// Python's marks live on a separate metastack, as LibTorch's do. `ok` turns false at anything
+// inconsistent (underflow, a missing mark); the structural rewrite is then not applied.
+class PickleStackModel {
+ public:
+  bool ok = true;
+
+  void push(size_t at) { starts_.push_back(at); }
+  void mark(size_t at) {
+    marks_.push_back(starts_.size());
+    mark_at_.push_back(at);
+  }
+  // Pops k values (k >= 1) and pushes their result, which starts where the first popped one did.
+  void fold(size_t k) {
+    if (!has(k)) return fail();
+    const size_t s = starts_[starts_.size() - k];
+    starts_.resize(starts_.size() - k + 1);
+    starts_.back() = s;
+  }
+  void pop(size_t k) {
+    if (!has(k)) return fail();
+    starts_.resize(starts_.size() - k);
+  }
+  // Pops the values above the last mark and the mark; `push_result` pushes the value built from
+  // them (TUPLE, LIST, DICT, INST, OBJ), which starts at the MARK.
+  void pop_mark(bool push_result) {
+    if (marks_.empty()) return fail();
+    starts_.resize(marks_.back());
+    if (push_result) starts_.push_back(mark_at_.back());
+    marks_.pop_back();
+    mark_at_.pop_back();
+  }
+  // Start offset of the value `depth` places below the top (0 = top); needs depth + 1 + below
+  // values above the last mark (the container below the operands must be in the same frame).
+  bool start_of(size_t depth, size_t below, size_t* at) {
+    if (!has(depth + 1 + below)) {
+      fail();
+      return false;
+    }
+    *at = starts_[starts_.size() - 1 - depth];
+    return true;
+  }
+
+ private:
+  bool has(size_t k) const { return starts_.size() - (marks_.empty() ? 0 : marks_.back()) >= k; }
+  void fail() { ok = false; }
+
+  std::vector<size_t> starts_;   // per stack value: input offset of its first opcode
+  std::vector<size_t> marks_;    // stack size at each MARK
+  std::vector<size_t> mark_at_;  // input offset of each MARK
+};
+
+// Applies sorted-by-offset edits to p[0, n).
+std::string apply_edits(const uint8_t* p, size_t n, std::vector<PickleEdit>& edits) {
+  // Insertions before replacements at the same offset (a MARK goes in front of a widened LONG1).
+  std::stable_sort(edits.begin(), edits.end(), [](const PickleEdit& a, const PickleEdit& b) {
+    return a.at != b.at ? a.at < b.at : a.removed < b.removed;
+  });
+  std::string out;
+  out.reserve(n + edits.size() * 8);
+  size_t copied = 0;
+  for (const auto& e : edits) {
+    out.append(reinterpret_cast<const char*>(p + copied), e.at - copied);
+    out.append(e.bytes, e.len);
+    copied = e.at + e.removed;
+  }
+  out.append(reinterpret_cast<const char*>(p + copied), n - copied);
+  return out;
+}
 
 bool known_global(const std::string& g) {
   static const std::set<std::string> known = {
@@ -124,6 +204,15 @@ bool known_global(const std::string& g) {
 // tensor's (or Parameter's) empty backward-hooks argument: `OrderedDict` `()` REDUCE [memo] followed
 // by the TUPLE closing the rebuild arguments (or the metadata dict that may follow it in 2.x).
 // Stops silently at anything it does not understand; the unpickler then has the last word.
+//
+// In the same pass it prepares the copy of the pickle that LibTorch 1.13's unpickler reads:
+//  - LONG1 ints shorter than 8 bytes (Python writes the minimal length) are widened to 8 bytes;
+//  - SETITEM (Python writes it for a dict with exactly one item, or a trailing single item after
+//    full batches of 1000) becomes MARK <key> <value> SETITEMS, and APPEND likewise becomes
+//    MARK <value> APPENDS: LibTorch implements neither SETITEM nor APPEND. The MARK is inserted at
+//    the input offset where the key's (value's) opcodes start, tracked by PickleStackModel.
+// The SETITEM/APPEND rewrite is applied only if the whole pickle up to STOP was modelled;
+// otherwise those bytes are left unchanged and the unpickler reports as before.
 PickleScan scan_pickle(const uint8_t* p, size_t n) {
   PickleScan r;
   std::set<uint64_t> memo, od_memo;
@@ -146,15 +235,26 @@ PickleScan scan_pickle(const uint8_t* p, size_t n) {
   auto add_global = [&](const std::string& g) {
     if (std::find(r.globals.begin(), r.globals.end(), g) == r.globals.end()) r.globals.push_back(g);
   };
-  size_t copied = 0;  // input bytes [0, copied) are already represented in r.widened
+  std::vector<PickleEdit> widen_edits, struct_edits;  // LONG1 widening; SETITEM/APPEND rewrite
+  PickleStackModel stack;
+  bool stopped = false;  // reached STOP with every opcode modelled
   auto finish = [&]() -> PickleScan& {
-    if (!r.widened.empty() || copied > 0) r.widened.append(reinterpret_cast<const char*>(p + copied), n - copied);
+    if (stopped && stack.ok) widen_edits.insert(widen_edits.end(), struct_edits.begin(), struct_edits.end());
+    if (!widen_edits.empty()) r.rewritten = apply_edits(p, n, widen_edits);
     return r;
+  };
+  // SETITEM / APPEND at op_at: MARK in front of the operand `depth` below the top, op -> `multi`.
+  auto to_batch = [&](size_t op_at, size_t depth, char multi) {
+    size_t at = 0;
+    if (!stack.start_of(depth, /*below=*/1, &at)) return;
+    struct_edits.push_back({at, 0, 1, {'('}});
+    struct_edits.push_back({op_at, 1, 1, {multi}});
   };
   // OrderedDict-use state: -1 none; 0 class on stack; 1 saw (); 2 saw REDUCE. Memo ops keep state.
   int pending = -1;
   bool od_class_on_top = false;
   while (i < n) {
+    const size_t op_at = i;
     uint8_t op = p[i++];
     bool is_memo_op = op == 'q' || op == 'r' || op == 0x94 || op == 'p';
     if (pending != -1 && !is_memo_op) {
@@ -199,14 +299,12 @@ PickleScan scan_pickle(const uint8_t* p, size_t n) {
         if (!need(1) || !need(1 + le(1))) return finish();
         const size_t len = p[i];
         if (len < 8) {  // LibTorch reads only 8-byte LONG1; Python writes the minimal length
-          r.widened.append(reinterpret_cast<const char*>(p + copied), i - 1 - copied);
           uint64_t v = 0;
           for (size_t b = 0; b < len; ++b) v |= uint64_t(p[i + 1 + b]) << (8 * b);
           if (len > 0 && (p[i + len] & 0x80)) v |= ~uint64_t(0) << (8 * len);
-          char buf[10] = {char(0x8a), 8};
-          for (int b = 0; b < 8; ++b) buf[2 + b] = char((v >> (8 * b)) & 0xff);
-          r.widened.append(buf, 10);
-          copied = i + 1 + len;
+          PickleEdit e{op_at, static_cast<uint8_t>(2 + len), 10, {char(0x8a), 8}};
+          for (int b = 0; b < 8; ++b) e.bytes[2 + b] = char((v >> (8 * b)) & 0xff);
+          widen_edits.push_back(e);
         }
         i += 1 + len;
         break;
@@ -236,6 +334,36 @@ PickleScan scan_pickle(const uint8_t* p, size_t n) {
         break;
       default:
         return finish();  // unknown opcode: give up scanning
+    }
+    // Stack effect (opcode arguments were consumed above).
+    switch (op) {
+      case '(': stack.mark(op_at); break;                                  // MARK
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P':          // text-argument pushes
+      case 'J': case 'K': case 'M': case 0x8a: case 0x8b: case 'G':        // ints, LONG1/4, BINFLOAT
+      case 'X': case 'T': case 'B': case 0x8c: case 'U': case 'C':         // strings, bytes
+      case 0x8d: case 0x8e: case 0x96: case 'N': case 0x88: case 0x89:     // ..., None, bools
+      case '}': case ']': case ')': case 0x8f: case 'c': case 'h': case 'j': case 'g':
+      case 0x82: case 0x83: case 0x84: case 0x97:                           // EXT*, NEXT_BUFFER
+        stack.push(op_at);
+        break;
+      case 0x85: stack.fold(1); break;                                     // TUPLE1
+      case 0x86: stack.fold(2); break;                                     // TUPLE2
+      case 0x87: stack.fold(3); break;                                     // TUPLE3
+      case 'R': case 0x81: case 0x93: stack.fold(2); break;                // REDUCE, NEWOBJ, STACK_GLOBAL
+      case 0x92: stack.fold(3); break;                                     // NEWOBJ_EX
+      case 'Q': stack.fold(1); break;                                      // BINPERSID
+      case 't': case 'l': case 'd': case 0x91: case 'i': case 'o':         // TUPLE, LIST, DICT, FROZENSET, INST, OBJ
+        stack.pop_mark(/*push_result=*/true);
+        break;
+      case 'u': case 'e': case 0x90: case '1':                            // SETITEMS, APPENDS, ADDITEMS, POP_MARK
+        stack.pop_mark(/*push_result=*/false);
+        break;
+      case '0': case 'b': stack.pop(1); break;                             // POP, BUILD
+      case '2': { size_t at = 0; if (stack.start_of(0, 0, &at)) stack.push(op_at); break; }  // DUP
+      case 's': to_batch(op_at, 1, 'u'); stack.pop(2); break;               // SETITEM -> SETITEMS
+      case 'a': to_batch(op_at, 0, 'e'); stack.pop(1); break;               // APPEND -> APPENDS
+      case '.': stopped = true; break;                                     // STOP
+      default: break;                                                      // PROTO, FRAME, memo puts, READONLY_BUFFER
     }
     if (memo_put) {
       if (od_class_on_top) od_memo.insert(memo_key);
@@ -348,10 +476,10 @@ c10::IValue load_object(const std::string& path) {
                  "as a plain dict: torch.save(dict(sd), path) (nested state dicts too)");
   c10::IValue v;
   try {
-    // readArchiveAndTensors("data", ...) with the pickle swapped for the widened one when needed.
+    // readArchiveAndTensors("data", ...) with the pickle swapped for the rewritten one when needed.
     auto rec = reader->getRecord("data.pkl");
-    const char* data = scan.widened.empty() ? static_cast<const char*>(std::get<0>(rec).get()) : scan.widened.data();
-    const size_t size = scan.widened.empty() ? std::get<1>(rec) : scan.widened.size();
+    const char* data = scan.rewritten.empty() ? static_cast<const char*>(std::get<0>(rec).get()) : scan.rewritten.data();
+    const size_t size = scan.rewritten.empty() ? std::get<1>(rec) : scan.rewritten.size();
     size_t pos = 0;
     torch::jit::Unpickler unpickler(
         [&](char* buf, size_t len) -> size_t {

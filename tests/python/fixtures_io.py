@@ -194,5 +194,43 @@ assert sorted(st_order) == sorted(st)
 write_safetensors(out / "weights.safetensors", st, st_order, {"format": "pt", "source": "fixtures_io"})
 ref["weights.safetensors"] = describe("weights.safetensors", {k: st[k] for k in st_order})
 
+# 7. SETITEM / APPEND: Python's pickler writes SETITEM (not MARK ... SETITEMS) for a dict with
+#    exactly one item and APPEND for a one-element list; the pure-Python pickler (pickle._Pickler)
+#    also writes them for a trailing single item after full batches of 1000 (C's _pickle writes
+#    another MARK ... SETITEMS batch instead). LibTorch 1.13 implements neither opcode.
+import pickle, types
+py_pickle = types.ModuleType("py_pickle")  # torch.save(pickle_module=...) with the pure-Python pickler
+py_pickle.Pickler = pickle._Pickler
+
+many = dict(all_dtypes())
+many.update({f"blocks.{i}.attn.qkv.weight": rnd(6, 2) for i in range(12)})
+save("single_item.pt", {"model": many})                                      # timm / SAM3 wrapper layout
+save("nested_single_item.pt", {"a": 1, "inner": {"only": rnd(3)}, "mid": {"big": 2 ** 40}, "z": "end"})
+save("single_in_single.pt", {"outer": {"inner": {"leaf": rnd(2, 2)}}})
+save("single_scalar.pt", {"n": -(2 ** 35)})                                 # key then a widened LONG1
+big = {f"k{1000 - i:04d}": (rnd(2) if i % 97 == 0 else i - 500) for i in range(1001)}
+save("dict1001_py.pt", big, pickle_module=py_pickle)                        # 1000-batch + trailing SETITEM
+save("dict1001.pt", big)                                                     # C pickler: two SETITEMS batches
+lists = {"one": [7], "one_big": [2 ** 40], "ints": [i * 37 - 18000 for i in range(1000)] + [-(2 ** 40)],
+         "t": rnd(2)}
+save("lists_py.pt", lists, pickle_module=py_pickle)                           # APPEND (single + trailing)
+save("lists.pt", lists)
+save("list_in_single.pt", {"grid": [63]}, pickle_module=py_pickle)
+
+
+def count_ops(name):
+    """Opcode names in a saved file's data.pkl, to check that the fixtures exercise what they claim."""
+    import pickletools
+    with zipfile.ZipFile(out / name) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    return collections.Counter(op.name for op, _, _ in pickletools.genops(data))
+
+
+assert count_ops("single_item.pt")["SETITEM"] == 1
+assert count_ops("single_in_single.pt")["SETITEM"] == 3
+assert count_ops("dict1001_py.pt")["SETITEM"] == 1 and count_ops("dict1001_py.pt")["SETITEMS"] == 1
+assert count_ops("lists_py.pt")["APPEND"] == 3, count_ops("lists_py.pt")
+assert count_ops("single_scalar.pt")["LONG1"] == 1
+
 (out / "ref.json").write_text(json.dumps(ref, indent=1))
 print(f"fixtures_io: wrote {len(ref)} reference files to {out}")

@@ -1,5 +1,6 @@
 // io layer: atomic writes, torch.save-compatible archives, safetensors; Python fixtures from
 // tests/python/fixtures_io.py, Python-side checks of our output in tests/python/check_io_*.py.
+#include <caffe2/serialize/inline_container.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <torch/torch.h>
@@ -488,6 +489,70 @@ TEST(IoPythonFixtures, SharedStorageViewsAndCudaLocation) {
   check_against_ref(dir, "views.pt", io::load_object(dir + "views.pt"));
   // Storages tagged 'cuda:0' (saved on a GPU machine) load onto the CPU.
   check_against_ref(dir, "cuda_saved.pt", io::load_object(dir + "cuda_saved.pt"));
+}
+
+// Python writes SETITEM for a one-item dict (and a trailing single item after full batches of
+// 1000) and APPEND for a one-element list; LibTorch's unpickler reads them only after load_object
+// rewrites them into MARK ... SETITEMS / APPENDS.
+TEST(IoPythonFixtures, SingleItemDictsAndListsLoad) {
+  const auto dir = fixtures_dir();
+  ASSERT_FALSE(dir.empty());
+  for (const char* f : {"single_item.pt", "nested_single_item.pt", "single_in_single.pt", "single_scalar.pt",
+                        "dict1001_py.pt", "dict1001.pt", "lists_py.pt", "lists.pt", "list_in_single.pt"}) {
+    SCOPED_TRACE(f);
+    c10::IValue obj;
+    try {
+      obj = io::load_object(dir + f);
+    } catch (const std::exception& e) {
+      FAIL() << e.what();
+    }
+    check_against_ref(dir, f, obj);
+  }
+  // The timm / SAM3 wrapper layout: {"model": state_dict}.
+  const auto obj = io::load_object(dir + "single_item.pt");
+  EXPECT_EQ(keys_of(obj), std::vector<std::string>{"model"});
+  auto model = io::to_tensor_list(io::dict_get(obj, "model", "single_item.pt"), "single_item.pt: model");
+  EXPECT_EQ(model.size(), 26u);
+  EXPECT_EQ(model.back().first, "blocks.11.attn.qkv.weight");
+  EXPECT_EQ(io::dict_get(io::load_object(dir + "single_scalar.pt"), "n", "f").toInt(), -(int64_t(1) << 35));
+  const auto big = io::load_object(dir + "dict1001_py.pt");
+  EXPECT_EQ(big.toGenericDict().size(), 1001u);
+  EXPECT_EQ(keys_of(big).back(), "k0000");
+  const auto lists = io::load_object(dir + "lists_py.pt");
+  EXPECT_EQ(io::dict_get(lists, "ints", "f").toListRef().size(), 1001u);
+  EXPECT_EQ(io::dict_get(lists, "ints", "f").toListRef().back().toInt(), -(int64_t(1) << 40));
+}
+
+// Hand-made pickles in a torch.save zip: SETITEM whose key is a memo reference, and a pickle the
+// stack model cannot follow (SETITEMS without a MARK), which is passed on unchanged and reported.
+TEST(IoArchive, SetitemRewriteOnHandMadePickles) {
+  TempDir dir;
+  auto write_pickle = [&](const std::string& name, const std::string& pkl) {
+    std::ofstream out(dir / name, std::ios::binary | std::ios::trunc);
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* buf, size_t n) -> size_t {
+      out.write(static_cast<const char*>(buf), static_cast<std::streamsize>(n));
+      return n;
+    });
+    writer.writeRecord("data.pkl", pkl.data(), pkl.size());
+    writer.writeEndOfFile();
+  };
+  using namespace std::string_literals;
+  // {"a": {"a": 2}}: } q0 ( X"a" q1 } q2 h1 K2 s u .
+  write_pickle("memo_key.pt", "\x80\x02}q\x00(X\x01\x00\x00\x00" "aq\x01}q\x02h\x01K\x02su."s);
+  const auto v = io::load_object(dir / "memo_key.pt");
+  EXPECT_EQ(io::dict_get(io::dict_get(v, "a", "f"), "a", "f").toInt(), 2);
+  // {"x": [[1], 2]} built with APPENDs only: } X"x" ] ] K1 a a K2 a s .
+  write_pickle("appends.pt", "\x80\x02}X\x01\x00\x00\x00x]]K\x01" "aaK\x02" "as."s);
+  const auto x = io::dict_get(io::load_object(dir / "appends.pt"), "x", "f");
+  ASSERT_TRUE(x.isList());
+  const auto l = x.toListRef();
+  ASSERT_EQ(l.size(), 2u);
+  EXPECT_EQ(l[0].toListRef().size(), 1u);
+  EXPECT_EQ(l[0].toListRef()[0].toInt(), 1);
+  EXPECT_EQ(l[1].toInt(), 2);
+  // SETITEMS with no MARK: not modelled, bytes left alone, the unpickler's error is reported.
+  write_pickle("unmodelled.pt", "\x80\x02}X\x01\x00\x00\x00" "aK\x01su."s);
+  expect_error([&] { io::load_object(dir / "unmodelled.pt"); }, {"unmodelled.pt", "corrupt or unsupported", "opcode"});
 }
 
 TEST(IoPythonFixtures, Safetensors) {
