@@ -33,6 +33,15 @@ inline void set_cuda_autocast(bool enabled, at::ScalarType dtype = at::kBFloat16
   if (!enabled) at::autocast::clear_cache();
 }
 
+/// Whether CUDA autocast is on in this thread.
+inline bool cuda_autocast_enabled() {
+#if INSTINCT_TORCH_AT_LEAST(2, 4)
+  return at::autocast::is_autocast_enabled(at::kCUDA);
+#else
+  return at::autocast::is_enabled();
+#endif
+}
+
 /// RAII scope for CUDA autocast (LibTorch has no C++ guard of its own).
 class CudaAutocast {
  public:

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <regex>
 #include <sstream>
@@ -52,8 +53,9 @@ RunContext RunContext::open(const std::string& dir, const std::string& device, c
     INSTINCT_CHECK(fs::exists(resume), "checkpoint.resume: file '", resume, "' does not exist");
     rc.resume_from = resume;
   }
-  spdlog::info("run dir {} | device {} | precision {} | {} CPU threads", dir, rc.device.str(),
-               rc.autocast ? "bf16 autocast" : "fp32", at::get_num_threads());
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  spdlog::info("run dir {} | device {} | precision {} | {} CPU threads (OMP_WAIT_POLICY {})", dir, rc.device.str(),
+               rc.autocast ? "bf16 autocast" : "fp32", at::get_num_threads(), wait ? wait : "default");
   return rc;
 }
 

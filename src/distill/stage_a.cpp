@@ -291,7 +291,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
   install_stop_handlers();
   student->train();
   Progress progress("stageA", total_steps, cfg.log.progress);
-  double win_loss = 0, win_cos = 0, win_cosine = 0, win_mse = 0;
+  double win_loss = std::nan(""), win_cos = 0, win_cosine = 0, win_mse = 0;
   int64_t win_batches = 0, win_images = 0;
   auto win_t0 = std::chrono::steady_clock::now();
   int64_t images_seen = 0;
@@ -354,7 +354,8 @@ int run_stage_a(const StageAConfig& cfg_in) {
         win_t0 = std::chrono::steady_clock::now();
       }
       char fields[160];
-      std::snprintf(fields, sizeof fields, "loss %.4g | cos %.4f | lr %.2e", win_loss, win_cosine, lr);
+      if (std::isnan(win_loss)) std::snprintf(fields, sizeof fields, "loss - | cos - | lr %.2e", lr);
+      else std::snprintf(fields, sizeof fields, "loss %.4g | cos %.4f | lr %.2e", win_loss, win_cosine, lr);
       progress.update(st.step, fields, double(images_seen), "img");
       bool best = false;
       if ((cfg.eval.every > 0 && st.step % cfg.eval.every == 0) || last) {

@@ -116,7 +116,7 @@ VisionTransformerImpl::VisionTransformerImpl(const VitConfig& cfg) : grad_checkp
 torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& x) {
   auto t = patch_embed(x);
   t = torch::cat({cls_token.expand({t.size(0), -1, -1}), t}, 1) + pos_embed;
-  const bool autocast = t.is_cuda() && at::autocast::is_enabled();
+  const bool autocast = t.is_cuda() && compat::cuda_autocast_enabled();
   for (const auto& m : *blocks) {
     auto* block = m->as<BlockImpl>();
     if (grad_checkpointing && is_training() && torch::GradMode::is_enabled())

@@ -2,6 +2,9 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <iostream>
 
 #include "instinct/common/error.h"
@@ -9,6 +12,13 @@
 #include "instinct/distill/stage_a.h"
 
 int main(int argc, char** argv) {
+  // libgomp reads OMP_WAIT_POLICY once at start-up; its default (spinning workers) steals the cores
+  // OpenBLAS's own threads need, costing 10-65% CPU throughput (docs/performance.md). Re-exec once
+  // with PASSIVE unless the user chose a policy.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);  // only returns on failure: carry on with the default policy
+  }
   CLI::App app{"instinct-train: distil SAM3's vision trunk into a small student (see README.md)"};
   app.require_subcommand(1);
   std::string config_path;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """CLI smoke test of `instinct-bench loader` on the data fixtures (images/s line, epochs wrap,
-missing folder is a one-line error naming it). Prints SKIP when the binary was not built."""
+missing folder is a one-line error naming it)."""
 import os
 import pathlib
 import subprocess
@@ -8,8 +8,7 @@ import sys
 
 binary = pathlib.Path(os.environ["INSTINCT_BIN_DIR"]) / "instinct-bench"
 if not binary.exists():
-    print(f"SKIP: {binary} not built")
-    sys.exit(0)
+    sys.exit(f"FAIL: {binary} was not built")
 images = pathlib.Path(os.environ["INSTINCT_FIXTURES"]) / "data" / "images"
 out = subprocess.run([str(binary), "loader", "--images", str(images), "--size", "64", "--workers", "2",
                       "--batch", "4", "--batches", "10"], capture_output=True, text=True, timeout=120)

@@ -13,6 +13,7 @@
 #include "instinct/common/error.h"
 #include "instinct/io/sha256.h"
 #include "instinct/teacher/bundle.h"
+#include "test_helpers.h"
 
 namespace fs = std::filesystem;
 using instinct::teacher::BundleLoadOptions;
@@ -20,15 +21,9 @@ using instinct::teacher::TeacherBundle;
 
 namespace {
 
-std::string teacher_fixtures() {
-  const char* f = std::getenv("INSTINCT_FIXTURES");
-  return f ? (fs::path(f) / "teacher").string() : std::string();
-}
-
 #define REQUIRE_FIXTURES()                                                               \
-  const std::string fx = teacher_fixtures();                                             \
-  if (fx.empty() || !fs::exists(fs::path(fx) / "bundle" / "bundle.json"))                \
-    GTEST_SKIP() << "INSTINCT_FIXTURES/teacher not generated (run through ctest)"
+  const std::string fx = instinct::test::fixture_dir("teacher");                          \
+  ASSERT_TRUE(fs::exists(fs::path(fx) / "bundle" / "bundle.json")) << "missing fixtures in " << fx
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -16,20 +16,15 @@
 #include "instinct/data/dataset.h"
 #include "instinct/data/image_ops.h"
 #include "instinct/data/loader.h"
+#include "test_helpers.h"
 
 namespace fs = std::filesystem;
 using namespace instinct::data;
 
 namespace {
 
-std::string fixtures_dir() {
-  const char* f = std::getenv("INSTINCT_FIXTURES");
-  return f ? (fs::path(f) / "data").string() : std::string();
-}
-
 #define REQUIRE_FIXTURES()                                                             \
-  const std::string fx = fixtures_dir();                                               \
-  ASSERT_FALSE(fx.empty()) << "INSTINCT_FIXTURES is not set (run through ctest)";      \
+  const std::string fx = instinct::test::fixture_dir("data");                           \
   ASSERT_TRUE(fs::exists(fs::path(fx) / "resize" / "cases.json")) << "missing fixtures in " << fx
 
 std::vector<float> read_f32(const std::string& path, size_t n) {
