@@ -331,6 +331,12 @@ void TeacherBundle::to(const at::Device& device) {
   for (auto& kv : impl_->mods) kv.second->to(device);
 }
 
+int64_t TeacherBundle::num_parameters(const std::string& key) const {
+  int64_t n = 0;
+  for (const auto& p : impl_->get(key).parameters()) n += p.numel();
+  return n;
+}
+
 at::Tensor TeacherBundle::trunk(const at::Tensor& pixels) const { return impl_->run("trunk", {pixels}, 1)[0]; }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> TeacherBundle::detector_neck(const at::Tensor& feats) const {

@@ -81,6 +81,8 @@ class TeacherBundle {
   const BundleInfo& info() const;
   /// True when module `key` was loaded.
   bool has(const std::string& key) const;
+  /// Number of parameter elements of loaded module `key` (throws if not loaded).
+  int64_t num_parameters(const std::string& key) const;
   /// Moves every loaded module to `device` (inputs must then live there too).
   void to(const at::Device& device);
 

@@ -1,0 +1,45 @@
+#pragma once
+// `instinct-eval`: COCO prompt evaluation (box, point, concept) of the teacher and any number of
+// students side by side. See docs/evaluation.md for the protocol, outputs and report format.
+#include <string>
+#include <vector>
+
+#include "instinct/eval/coco.h"
+
+namespace instinct::eval {
+
+/// Everything `instinct-eval --config FILE` reads.
+struct EvalConfig {
+  std::string annotations;                ///< COCO instances json (e.g. instances_val2017.json)
+  std::string images;                     ///< folder holding the images' file_name entries
+  std::string teacher;                    ///< teacher bundle directory (also provides the students' heads)
+  std::vector<std::string> students;      ///< student trunk files, "NAME=PATH" or "PATH" (name = file stem)
+  std::vector<std::string> prompts{"concept", "box", "point"};  ///< prompt modes to evaluate
+  ProtocolConfig protocol;
+  std::string output = "runs/eval";       ///< output directory (report.json)
+  std::string device = "auto";            ///< auto | cpu | cuda | cuda:N
+  int batch_size = 4;                     ///< images per trunk forward
+  int workers = 2;                        ///< image decoding threads
+  int threads = 0;                        ///< CPU intra-op threads; 0 = all cores
+  std::string progress = "auto";          ///< auto | bar | lines | off
+  template <class V>
+  void visit(V& v) {
+    v("annotations", annotations, "COCO instances json");
+    v("images", images, "image folder for the json's file_name entries");
+    v("teacher", teacher, "teacher bundle directory (heads shared by every student)");
+    v("students", students, "student trunk files: NAME=PATH or PATH");
+    v("prompts", prompts, "prompt modes: concept, box, point");
+    v("protocol", protocol, "");
+    v("output", output, "output directory for report.json");
+    v("device", device, "auto | cpu | cuda | cuda:N");
+    v("batch_size", batch_size, "images per trunk forward");
+    v("workers", workers, "image decoding threads");
+    v("threads", threads, "CPU intra-op threads; 0 = all cores");
+    v("progress", progress, "auto | bar | lines | off");
+  }
+};
+
+/// Runs the evaluation, prints the table, writes <output>/report.json. Returns the exit code.
+int run_eval(const EvalConfig& cfg);
+
+}  // namespace instinct::eval
