@@ -4,6 +4,7 @@
 
 #include "instinct/config/config.h"
 #include "instinct/distill/stage_a.h"
+#include "instinct/eval/evaluate.h"
 #include "test_helpers.h"
 
 using namespace instinct;
@@ -82,10 +83,17 @@ TEST(Config, EveryShippedConfigParses) {
   int n = 0;
   for (const auto& e : std::filesystem::directory_iterator(root)) {
     const auto name = e.path().filename().string();
-    if (name.rfind("stageA", 0) != 0) continue;
-    distill::StageAConfig c;
-    EXPECT_NO_THROW(config::load(e.path().string(), {}, c)) << name;
+    if (name.rfind("stageA", 0) == 0) {
+      distill::StageAConfig c;
+      EXPECT_NO_THROW(config::load(e.path().string(), {}, c)) << name;
+    } else if (name.rfind("eval", 0) == 0) {
+      eval::EvalConfig c;
+      EXPECT_NO_THROW(config::load(e.path().string(), {}, c)) << name;
+      EXPECT_NO_THROW(eval::validate(c.protocol)) << name;
+    } else {
+      ADD_FAILURE() << "no parser test for config " << name;
+    }
     ++n;
   }
-  EXPECT_GE(n, 2);
+  EXPECT_GE(n, 4);
 }
