@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""Trains the reference teacher's heads on a toy world so its concept and point/box outputs mean
+something, and writes it as an instinct teacher bundle.
+
+  /usr/bin/python3 scripts/train_reference_teacher.py --world DIR --out BUNDLE_DIR [--seed 0]
+                                                      [--minutes 8] [--steps N] [--threads 2]
+
+DIR is a toy world from scripts/make_toy_world.py (COCO format). The model is
+make_reference_teacher.build(preset, seed): same architecture and bundle contract; the bundle is
+written with its write_bundle (traced modules, reload checks, bundle.json with SHA-256s).
+
+What is trained: the two necks' scale-2 and scale-1 stacks (plus conv_s0/conv_s1/no_mem_embed),
+grounding and the SAM head. The trunk stays the seeded random reference trunk (so Stage A
+distillation behaves exactly as with make_reference_teacher.py), and the trunk and the two scale-4
+(M x M) neck stacks stay frozen so their outputs are computed once per image and cached (the 64x64
+3x3 convolutions dominate the step cost on a CPU). Preprocessing is the bundle's: squash resize to S
+(bilinear, antialias, rounded to uint8, like instinct's loader), scale to [0,1], mean = std = 0.5.
+
+Losses per step (--batch-images B, --pairs concept pairs and two interactive prompts per image):
+- concept grounding, per (image, concept) pair: Hungarian matching of the Q queries to the GT
+  instances of that category (cost 2*class + 5*L1 + 2*(1-GIoU), scipy linear_sum_assignment);
+  BCE on all class logits (1 for matched queries), L1 + GIoU on matched boxes (cxcywh in [0,1]),
+  BCE + dice on matched masks at M x M, BCE on presence. About 35% of pairs are absent concepts
+  (other shapes or the bank's never-present names), whose targets are all zero.
+- SAM head: a positive point (GT mask centroid, or a random interior point) or the GT box as two
+  corners (labels 2/3, mildly jittered); BCE + dice on the best of the 3 masks, MSE of the predicted
+  IoUs against the masks' actual IoUs, BCE of the object score (target 1).
+
+Training runs for --minutes of wall time in all (data preparation included; ~25 s are reserved for
+the final evaluation and bundle writing) or exactly --steps steps; the learning rate follows a
+warmup + cosine schedule over that budget. At the end it evaluates the first 100 val images with
+the protocol of shared/reference/evaluation.md (largest non-crowd annotation per image; box prompt =
+GT box, point prompt = GT-mask centroid, single best mask by predicted IoU; concept prompt = the
+category name, top query with sigmoid(logit) * sigmoid(presence) >= 0.5 else an empty mask; masks
+bilinearly upsampled to the original size, logits > 0; IoU with an empty union = 0), prints the mean
+IoUs and writes them with the loss history to BUNDLE_DIR/train_log.json.
+"""
+import argparse
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+# Passive OpenMP waiting: on a shared 2-core machine, spinning worker threads made every op 3-5x
+# slower (same finding as instinct-train). Must be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy.optimize import linear_sum_assignment
+from torchvision.ops import generalized_box_iou
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import make_reference_teacher as mrt  # noqa: E402
+import make_toy_world as tw  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------
+def preprocess(img_u8, S):
+    """uint8 (H,W,3) -> uint8 (3,S,S): squash resize, antialiased bilinear, rounded (instinct loader)."""
+    x = torch.from_numpy(np.array(img_u8)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)[0]
+
+
+def normalise(x_u8):
+    return (x_u8.float() / 255.0 - 0.5) / 0.5
+
+
+def resize_mask(m, M):
+    t = torch.from_numpy(m.astype(np.float32))[None, None]
+    return F.interpolate(t, size=(M, M), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+
+
+def load_split(world, split, S, M, limit=None, keep_full=False):
+    coco = json.loads((world / "annotations" / f"instances_{split}.json").read_text())
+    cat_name = {c["id"]: c["name"] for c in coco["categories"]}
+    images = sorted(coco["images"], key=lambda im: im["id"])[:limit]
+    by_img = {}
+    for a in coco["annotations"]:
+        by_img.setdefault(a["image_id"], []).append(a)
+    out = []
+    for im in images:
+        h, w = im["height"], im["width"]
+        arr = np.asarray(Image.open(world / split / im["file_name"]).convert("RGB"))
+        assert arr.shape[:2] == (h, w), im["file_name"]
+        rec = {"id": im["id"], "h": h, "w": w, "pix": preprocess(arr, S), "inst": [], "crowd_cats": set()}
+        for a in sorted(by_img.get(im["id"], []), key=lambda a: a["id"]):
+            cid = mrt.CONCEPTS.index(cat_name[a["category_id"]])
+            if a["iscrowd"]:
+                rec["crowd_cats"].add(cid)
+                continue
+            m = tw.decode_segmentation(a["segmentation"], h, w)
+            if not m.any():
+                continue
+            x, y, bw, bh = a["bbox"]
+            ys, xs = np.nonzero(m)
+            inst = {"cat": cid, "area": int(m.sum()), "ann_id": a["id"],
+                    "box": torch.tensor([(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h]),
+                    "box_px": (x, y, x + bw, y + bh),
+                    "centroid": (xs.mean(), ys.mean()),
+                    "mask_lr": resize_mask(m, M)}
+            if keep_full:
+                inst["mask"] = m
+            rec["inst"].append(inst)
+        out.append(rec)
+    return out
+
+
+@torch.no_grad()
+def cache_features(mods, recs, bs=16):
+    """Frozen parts, computed once per image: trunk features, and the scale-4 (M x M) neck stacks
+    (detector fpn0, interactive level 0) stored as float16."""
+    feats, fpn0, l0 = [], [], []
+    for i in range(0, len(recs), bs):
+        f = mods["trunk"](normalise(torch.stack([r["pix"] for r in recs[i:i + bs]])))
+        feats.append(f)
+        fpn0.append(mods["detector_neck"].convs[0](f).half())
+        l0.append(mods["interactive_neck"].sam2_convs[0](f).half())
+    return torch.cat(feats), torch.cat(fpn0), torch.cat(l0)
+
+
+def detector_neck_cached(neck, f, fpn0):
+    return fpn0.float(), neck.convs[1](f), neck.convs[2](f)
+
+
+def interactive_neck_cached(neck, f, l0):
+    l1, l2 = neck.sam2_convs[1](f), neck.sam2_convs[2](f)
+    return l2 + neck.no_mem_embed, neck.conv_s0(l0.float()), neck.conv_s1(l1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Losses
+# ------------------------------------------------------------------------------------------------
+def cxcywh_to_xyxy(b):
+    cx, cy, w, h = b.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
+def dice_loss(logits, target):
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    return 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+
+
+@torch.no_grad()
+def hungarian(logits, boxes, tgt_boxes):
+    """logits (Q,), boxes (Q,4), tgt_boxes (T,4) -> (query idx, target idx)."""
+    p = logits.sigmoid()
+    alpha, gamma = 0.25, 2.0
+    pos = alpha * (1 - p) ** gamma * -(p + 1e-8).log()
+    neg = (1 - alpha) * p ** gamma * -(1 - p + 1e-8).log()
+    c_cls = (pos - neg)[:, None]
+    c_l1 = torch.cdist(boxes, tgt_boxes, p=1)
+    c_giou = -generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(tgt_boxes))
+    cost = 2 * c_cls + 5 * c_l1 + 2 * c_giou
+    qi, ti = linear_sum_assignment(cost.numpy())
+    return torch.as_tensor(qi, dtype=torch.long), torch.as_tensor(ti, dtype=torch.long)
+
+
+def grounding_loss(out, targets):
+    """out: grounding outputs for P pairs; targets: list of P lists of instances."""
+    logits, boxes, masks, presence = out[0][..., 0], out[1], out[2], out[3][:, 0]
+    P = logits.shape[0]
+    cls_t = torch.zeros_like(logits)
+    pres_t = torch.tensor([float(len(t) > 0) for t in targets])
+    mb, tb, mm, tm = [], [], [], []
+    for i, tg in enumerate(targets):
+        if not tg:
+            continue
+        tboxes = torch.stack([t["box"] for t in tg])
+        qi, ti = hungarian(logits[i].detach(), boxes[i].detach(), tboxes)
+        cls_t[i, qi] = 1.0
+        mb.append(boxes[i, qi])
+        tb.append(tboxes[ti])
+        mm.append(masks[i, qi])
+        tm.append(torch.stack([tg[j]["mask_lr"] for j in ti.tolist()]))
+    n = max(sum(len(x) for x in mb), 1)
+    l_cls = F.binary_cross_entropy_with_logits(logits, cls_t, reduction="sum") / max(P, 1) / 2
+    l_pres = F.binary_cross_entropy_with_logits(presence, pres_t)
+    if mb:
+        mb, tb, mm, tm = torch.cat(mb), torch.cat(tb), torch.cat(mm), torch.cat(tm)
+        l_l1 = (mb - tb).abs().sum() / n
+        l_giou = (1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(mb), cxcywh_to_xyxy(tb)))).sum() / n
+        l_bce = F.binary_cross_entropy_with_logits(mm, tm, reduction="none").mean((1, 2)).sum() / n
+        l_dice = dice_loss(mm, tm).sum() / n
+    else:
+        l_l1 = l_giou = l_bce = l_dice = logits.sum() * 0
+    parts = {"cls": l_cls, "pres": l_pres, "l1": l_l1, "giou": l_giou, "mbce": l_bce, "dice": l_dice}
+    total = 2 * l_cls + 1 * l_pres + 5 * l_l1 + 2 * l_giou + 5 * l_bce + 2 * l_dice
+    return total, parts
+
+
+def sam_loss(out, tmask):
+    masks, iou, obj = out
+    tm = tmask[:, None].expand_as(masks)
+    per = F.binary_cross_entropy_with_logits(masks, tm, reduction="none").mean((2, 3)) \
+        + dice_loss(masks.flatten(0, 1), tm.flatten(0, 1)).view(masks.shape[0], 3)
+    best = per.min(1)
+    with torch.no_grad():
+        pb, tb = masks > 0, tm > 0.5
+        inter = (pb & tb).sum((2, 3)).float()
+        union = (pb | tb).sum((2, 3)).float()
+        actual = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+    l_iou = F.mse_loss(iou, actual)
+    l_obj = F.binary_cross_entropy_with_logits(obj[:, 0], torch.ones_like(obj[:, 0]))
+    total = best.values.mean() * 2 + l_iou + 0.1 * l_obj
+    return total, {"sam_mask": best.values.mean(), "sam_iou": l_iou, "best_iou": actual.gather(1, best.indices[:, None]).mean()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampling
+# ------------------------------------------------------------------------------------------------
+def sample_pairs(rec, rng, n_pairs=2, p_pos=0.65):
+    present = sorted({t["cat"] for t in rec["inst"]})
+    absent = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in rec["crowd_cats"]]
+    pairs = []
+    for _ in range(n_pairs):
+        if present and (rng.random() < p_pos or not absent):
+            c = present[rng.integers(len(present))]
+        else:
+            c = absent[rng.integers(len(absent))]
+        pairs.append((c, [t for t in rec["inst"] if t["cat"] == c]))
+    return pairs
+
+
+def sample_prompt(inst, rng, S, M, kind):
+    """kind 0: point (centroid or random interior), 1: box corners. Returns (pts (2,2), labels (2,))."""
+    if kind == 1:
+        x0, y0, x1, y1 = cxcywh_to_xyxy(inst["box"]).tolist()
+        if rng.random() < 0.5:
+            bw, bh = x1 - x0, y1 - y0
+            j = rng.normal(0, 0.04, 4) * np.array([bw, bh, bw, bh])
+            x0, y0, x1, y1 = x0 + j[0], y0 + j[1], x1 + j[2], y1 + j[3]
+        return torch.tensor([[x0 * S, y0 * S], [x1 * S, y1 * S]], dtype=torch.float32), torch.tensor([2, 3])
+    m = inst["mask_lr"]
+    if rng.random() < 0.5:
+        cx, cy = inst["centroid"]  # original pixels -> network input pixels
+        w, h = inst["_wh"]
+        pt = [cx / w * S, cy / h * S]
+    else:
+        ys, xs = torch.nonzero(m > 0.5, as_tuple=True)
+        if len(ys) == 0:
+            ys, xs = torch.nonzero(m == m.max(), as_tuple=True)
+        k = rng.integers(len(ys))
+        pt = [(xs[k].item() + rng.random()) * S / M, (ys[k].item() + rng.random()) * S / M]
+    return torch.tensor([pt, [0.0, 0.0]], dtype=torch.float32), torch.tensor([1, -1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation (shared/reference/evaluation.md protocol)
+# ------------------------------------------------------------------------------------------------
+def iou_np(p, g):
+    u = np.logical_or(p, g).sum()
+    return float(np.logical_and(p, g).sum() / u) if u else 0.0
+
+
+def up_mask(logits_mm, h, w):
+    return (F.interpolate(logits_mm[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
+
+
+@torch.no_grad()
+def evaluate(mods, recs, S, bs=10):
+    res = {"concept": [], "box": [], "point": []}
+    items = []
+    for r in recs:
+        cand = [t for t in r["inst"] if t["area"] >= 1]
+        if cand:  # largest non-crowd annotation (ties: lowest annotation id)
+            items.append((r, max(cand, key=lambda t: (t["area"], -t["ann_id"]))))
+    for i in range(0, len(items), bs):
+        chunk = items[i:i + bs]
+        f = mods["trunk"](normalise(torch.stack([r["pix"] for r, _ in chunk])))
+        emb, s0, s1 = mods["interactive_neck"](f)
+        boxes, pts = [], []
+        for r, t in chunk:
+            x0, y0, x1, y1 = t["box_px"]
+            sx, sy = S / r["w"], S / r["h"]
+            boxes.append([[x0 * sx, y0 * sy], [x1 * sx, y1 * sy]])
+            pts.append([[t["centroid"][0] * sx, t["centroid"][1] * sy]])
+        n = len(chunk)
+        outs = {"box": mods["sam_head"](emb, s0, s1, torch.tensor(boxes, dtype=torch.float32), torch.tensor([[2, 3]] * n)),
+                "point": mods["sam_head"](emb, s0, s1, torch.tensor(pts, dtype=torch.float32), torch.tensor([[1]] * n))}
+        fpn = mods["detector_neck"](f)
+        text, pad = mods["concept_bank"](torch.tensor([t["cat"] for _, t in chunk]))
+        logits, _, cmasks, presence, _, _ = mods["grounding"](*fpn, text, pad)
+        score = logits[..., 0].sigmoid() * presence.sigmoid()
+        for j, (r, t) in enumerate(chunk):
+            h, w, g = r["h"], r["w"], t["mask"]
+            for mode, (masks, iou, _) in outs.items():
+                res[mode].append(iou_np(up_mask(masks[j, iou[j].argmax()], h, w), g))
+            q = int(score[j].argmax())
+            pred = up_mask(cmasks[j, q], h, w) if score[j, q] >= 0.5 else np.zeros((h, w), bool)
+            res["concept"].append(iou_np(pred, g))
+    return {f"{k}_miou": float(np.mean(v)) for k, v in res.items()} | {"n_images": len(items)}
+
+
+# ------------------------------------------------------------------------------------------------
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world", required=True, help="toy world directory (make_toy_world.py)")
+    ap.add_argument("--out", required=True, help="bundle directory to write")
+    ap.add_argument("--seed", type=int, default=0, help="reference teacher seed (trunk/init) and sampling seed")
+    ap.add_argument("--preset", default="tiny", choices=sorted(mrt.PRESETS))
+    ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget for the whole run")
+    ap.add_argument("--steps", type=int, default=0, help="train exactly N steps instead (deterministic)")
+    ap.add_argument("--batch-images", type=int, default=8)
+    ap.add_argument("--pairs", type=int, default=1, help="concept pairs per image and step")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-images", type=int, default=100)
+    a = ap.parse_args(argv)
+    t_start = time.time()
+    torch.set_num_threads(a.threads)
+    world, out = pathlib.Path(a.world), pathlib.Path(a.out)
+
+    mods, info = mrt.build(a.preset, a.seed)
+    info["name"] = f"reference-{a.preset}-seed{a.seed}-toyworld"
+    S, M = info["image_size"], info["mask_size"]
+    train = load_split(world, "train", S, M)
+    val = load_split(world, "val", S, M, limit=a.eval_images, keep_full=True)
+    for r in train:
+        for t in r["inst"]:
+            t["_wh"] = (r["w"], r["h"])
+    feats, fpn0_c, l0_c = cache_features(mods, train)
+    t_prep = time.time() - t_start
+    print(f"data: {len(train)} train images ({sum(len(r['inst']) for r in train)} instances), "
+          f"{len(val)} val images; trunk and scale-4 neck features cached ({t_prep:.1f}s)", flush=True)
+
+    trained = ["detector_neck", "interactive_neck", "grounding", "sam_head"]
+    frozen = {id(p) for st in (mods["detector_neck"].convs[0], mods["interactive_neck"].sam2_convs[0])
+              for p in st.parameters()}
+    params = []
+    for k in trained:
+        mods[k].train()
+        for p in mods[k].parameters():
+            if id(p) not in frozen:
+                p.requires_grad_(True)
+                params.append(p)
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
+    rng = np.random.default_rng(a.seed)
+    torch.manual_seed(a.seed)
+
+    budget = max(a.minutes * 60 - 25 - t_prep, 10.0)
+    warmup = 30
+    t_loop = time.time()
+    step, epoch, history = 0, 0, []
+    B = a.batch_images
+    done = False
+    while not done:
+        order = rng.permutation(len(train))
+        sums, cnt = {}, 0
+        for bi in range(0, len(order) - B + 1, B):
+            frac = (step / a.steps) if a.steps else (time.time() - t_loop) / budget
+            if frac >= 1.0:
+                done = True
+                break
+            lr = a.lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+            for gparam in opt.param_groups:
+                gparam["lr"] = lr
+            idx = order[bi:bi + B]
+            recs = [train[i] for i in idx]
+            ti = torch.as_tensor(idx)
+            f = feats[ti]
+            fpn = detector_neck_cached(mods["detector_neck"], f, fpn0_c[ti])
+            # concept pairs
+            pair_img, pair_cat, pair_tg = [], [], []
+            for j, r in enumerate(recs):
+                for c, tg in sample_pairs(r, rng, n_pairs=a.pairs):
+                    pair_img.append(j)
+                    pair_cat.append(c)
+                    pair_tg.append(tg)
+            pi = torch.tensor(pair_img)
+            text, pad = mods["concept_bank"](torch.tensor(pair_cat))
+            gout = mods["grounding"](fpn[0][pi], fpn[1][pi], fpn[2][pi], text, pad)
+            l_g, parts = grounding_loss(gout, pair_tg)
+            # interactive prompts: one point and one box per image (instances drawn at random)
+            emb, s0, s1 = interactive_neck_cached(mods["interactive_neck"], f, l0_c[ti])
+            sp_img, pts, labs, tms = [], [], [], []
+            for j, r in enumerate(recs):
+                if not r["inst"]:
+                    continue
+                for kind in (0, 1):
+                    inst = r["inst"][rng.integers(len(r["inst"]))]
+                    p_, l_ = sample_prompt(inst, rng, S, M, kind)
+                    sp_img.append(j)
+                    pts.append(p_)
+                    labs.append(l_)
+                    tms.append(inst["mask_lr"])
+            si = torch.tensor(sp_img)
+            sout = mods["sam_head"](emb[si], s0[si], s1[si], torch.stack(pts), torch.stack(labs))
+            l_s, sparts = sam_loss(sout, torch.stack(tms))
+            loss = l_g + l_s
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            cnt += 1
+            for k, v in ({"loss": loss} | parts | sparts).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        if cnt:
+            epoch += 1
+            avg = {k: v / cnt for k, v in sums.items()}
+            history.append({"epoch": epoch, "steps": step, "seconds": round(time.time() - t_loop, 1)} |
+                           {k: round(v, 4) for k, v in avg.items()})
+            print(f"epoch {epoch:3d} step {step:5d} {time.time() - t_loop:6.0f}s lr {lr:.2e} " +
+                  " ".join(f"{k} {v:.3f}" for k, v in avg.items()), flush=True)
+        if a.steps and step >= a.steps:
+            done = True
+    t_train = time.time() - t_loop
+
+    for k in trained:
+        mods[k].eval()
+        for p in mods[k].parameters():
+            p.requires_grad_(False)
+    t0 = time.time()
+    metrics = evaluate(mods, val, S)
+    t_eval = time.time() - t0
+    print(f"val (first {metrics['n_images']} images, evaluation.md protocol): concept IoU "
+          f"{metrics['concept_miou']:.3f}  box mIoU {metrics['box_miou']:.3f}  point mIoU {metrics['point_miou']:.3f}"
+          f" ({t_eval:.1f}s)", flush=True)
+    t0 = time.time()
+    info = mrt.write_bundle(out, mods, info)
+    base, _ = mrt.mean_vector_baseline(mods["trunk"], 64, S)
+    log = {"world": str(world), "seed": a.seed, "preset": a.preset, "steps": step, "epochs": epoch,
+           "batch_images": B, "lr": a.lr, "trunk": "frozen (seeded reference trunk)",
+           "seconds": {"prepare": round(t_prep, 1), "train": round(t_train, 1), "eval": round(t_eval, 1),
+                       "write": round(time.time() - t0, 1), "total": round(time.time() - t_start, 1)},
+           "val_metrics": metrics, "mean_teacher_vector_baseline_cosine": round(base, 4), "history": history}
+    (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    print(f"bundle {info['name']} -> {out} (total {time.time() - t_start:.0f}s, {step} steps, {epoch} epochs)")
+
+
+if __name__ == "__main__":
+    main()
