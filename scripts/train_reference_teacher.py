@@ -22,9 +22,15 @@ Losses per step (--batch-images B, --pairs concept pairs and two interactive pro
   BCE on all class logits (1 for matched queries), L1 + GIoU on matched boxes (cxcywh in [0,1]),
   BCE + dice on matched masks at M x M, BCE on presence. About 35% of pairs are absent concepts
   (other shapes or the bank's never-present names), whose targets are all zero.
-- SAM head: a positive point (GT mask centroid, or a random interior point) or the GT box as two
-  corners (labels 2/3, mildly jittered); BCE + dice on the best of the 3 masks, MSE of the predicted
-  IoUs against the masks' actual IoUs, BCE of the object score (target 1).
+  Matched (positive) class logits are weighted --pos-weight, the presence loss --pres-weight (so the
+  top query's sigmoid(logit) * sigmoid(presence) can clear the 0.5 of the evaluation protocol).
+- SAM head: --sam-prompts positive points (GT mask centroid, or a random interior point; one point
+  token, as at evaluation) and as many GT boxes as two corners (labels 2/3, mildly jittered) per
+  image; BCE + dice on the best of the 3 masks, MSE of the predicted IoUs against the masks' actual
+  IoUs, BCE of the object score (target 1). The SAM head trains at --sam-lr-mult times the rate.
+  With --prompt-maps 1 (default) the SAM head is PromptMapSamHead: the reference head plus dense
+  prompt maps (point bumps, inside-box map) added to its image features; same inputs and outputs,
+  so the bundle contract is unchanged. Without them the head ignored its prompt (one mask per image).
 
 Training runs for --minutes of wall time in all (data preparation included; ~25 s are reserved for
 the final evaluation and bundle writing) or exactly --steps steps; the learning rate follows a
@@ -49,6 +55,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
@@ -136,6 +143,84 @@ def interactive_neck_cached(neck, f, l0):
 
 
 # ------------------------------------------------------------------------------------------------
+# SAM head with explicit dense prompt maps
+# ------------------------------------------------------------------------------------------------
+class PromptMapSamHead(mrt.SamHead):
+    """mrt.SamHead plus dense prompt maps added to the image embedding (G x G) and to the upsampled
+    features (4G x 4G): a Gaussian bump per positive / negative point and a soft inside-the-box map
+    from the label-2/3 corners. Same inputs and outputs (the bundle contract is unchanged); with the
+    random head alone, the masks did not depend on the prompt (same mask for every point of an
+    image), and the one-layer two-way transformer did not learn to route the point's Fourier
+    position into the image features within a few CPU minutes."""
+
+    def add_prompt_maps(self, D, G):
+        # Pixel-centre coordinates (input pixels) of the G x G and 4G x 4G grids, as buffers so the
+        # traced forward creates no tensor on a fixed device.
+        for name, n in (("pm_c_lo", G), ("pm_c_hi", 4 * G)):
+            self.register_buffer(name, (torch.arange(n, dtype=torch.float32) + 0.5) * (self.S / n))
+        self.pmap_lo = nn.Conv2d(3, D, 1)
+        self.pmap_hi = nn.Conv2d(3, D // 8, 1)
+        with torch.no_grad():
+            self.pmap_lo.weight.normal_(0, 1.0)
+            self.pmap_lo.bias.zero_()
+            self.pmap_hi.weight.normal_(0, 1.0)
+            self.pmap_hi.bias.zero_()
+
+    def _maps(self, points, labels, c):
+        """(B, 3, n, n) for grid centres c (n,): positive-point bumps, negative-point bumps, box map."""
+        S, n = self.S, c.shape[0]
+        px, py = points[..., 0], points[..., 1]  # (B, N)
+        dx = c[None, None, :] - px[..., None]  # (B, N, n)
+        dy = c[None, None, :] - py[..., None]
+        sig = S / 16.0
+        bump = torch.exp(-(dy[..., :, None] ** 2 + dx[..., None, :] ** 2) / (2 * sig * sig))  # (B,N,n,n)
+        pos = (labels == 1).to(points.dtype)[..., None, None]
+        neg = (labels == 0).to(points.dtype)[..., None, None]
+        m_pos = (bump * pos).sum(1).clamp(max=1.0)
+        m_neg = (bump * neg).sum(1).clamp(max=1.0)
+        is2 = (labels == 2).to(points.dtype)
+        is3 = (labels == 3).to(points.dtype)
+        has = (is2.sum(1) > 0).to(points.dtype) * (is3.sum(1) > 0).to(points.dtype)  # (B,)
+        c2 = (points * is2[..., None]).sum(1) / is2.sum(1).clamp(min=1.0)[..., None]  # (B, 2)
+        c3 = (points * is3[..., None]).sum(1) / is3.sum(1).clamp(min=1.0)[..., None]
+        lo, hi = torch.minimum(c2, c3), torch.maximum(c2, c3)
+        tau = S / (4.0 * n)
+        ix = torch.sigmoid((c[None] - lo[:, :1]) / tau) * torch.sigmoid((hi[:, :1] - c[None]) / tau)  # (B, n)
+        iy = torch.sigmoid((c[None] - lo[:, 1:]) / tau) * torch.sigmoid((hi[:, 1:] - c[None]) / tau)
+        box = iy[:, :, None] * ix[:, None, :] * has[:, None, None]
+        return torch.stack([m_pos, m_neg, box], dim=1)
+
+    def forward(self, emb, s0, s1, points, labels):
+        pe = self._fourier((points + 0.5) / self.S)  # (B, N, D)
+        lab = labels[..., None]
+        valid = (lab != -1).to(pe.dtype)
+        pe = pe * valid + (1 - valid) * self.not_a_point_embed
+        for k in range(4):
+            pe = pe + (lab == k).to(pe.dtype) * self.point_embeddings[k]
+        out_tok = torch.cat([self.obj_score_token, self.iou_token, self.mask_tokens], dim=0)
+        tokens = torch.cat([out_tok[None].expand(points.shape[0], -1, -1), pe], dim=1)
+
+        G = emb.shape[-1]
+        emb = emb + self.pmap_lo(self._maps(points, labels, self.pm_c_lo))
+        src = (emb + self.no_mask_embed).flatten(2).transpose(1, 2)  # (B, G*G, D)
+        kpe = self.dense_pe[None]
+        q = self.norm1(tokens + self.self_attn(tokens, tokens, tokens))
+        q = self.norm2(q + self.cross_t2i(q + tokens, src + kpe, src))
+        q = self.norm3(q + self.mlp(q))
+        src = self.norm4(src + self.cross_i2t(src + kpe, q + tokens, q))
+        q = self.norm_final(q + self.final_t2i(q + tokens, src + kpe, src))
+
+        up = src.transpose(1, 2).unflatten(2, (G, G))
+        up = F.gelu(self.ln_up(self.dc1(up) + s1))
+        up = F.gelu(self.dc2(up) + s0 + self.pmap_hi(self._maps(points, labels, self.pm_c_hi)))
+        hyper = torch.stack([self.hyper[i](q[:, 2 + i]) for i in range(4)], dim=1)  # (B, 4, D/8)
+        masks = (hyper @ up.flatten(2)).unflatten(2, (up.shape[-2], up.shape[-1]))
+        iou = self.iou_head(q[:, 1]).sigmoid()
+        obj = self.obj_head(q[:, 0])
+        return masks[:, 1:4].contiguous(), iou[:, 1:4].contiguous(), obj
+
+
+# ------------------------------------------------------------------------------------------------
 # Losses
 # ------------------------------------------------------------------------------------------------
 def cxcywh_to_xyxy(b):
@@ -164,7 +249,7 @@ def hungarian(logits, boxes, tgt_boxes):
     return torch.as_tensor(qi, dtype=torch.long), torch.as_tensor(ti, dtype=torch.long)
 
 
-def grounding_loss(out, targets):
+def grounding_loss(out, targets, pos_weight=1.0, pres_weight=1.0):
     """out: grounding outputs for P pairs; targets: list of P lists of instances."""
     logits, boxes, masks, presence = out[0][..., 0], out[1], out[2], out[3][:, 0]
     P = logits.shape[0]
@@ -182,7 +267,8 @@ def grounding_loss(out, targets):
         mm.append(masks[i, qi])
         tm.append(torch.stack([tg[j]["mask_lr"] for j in ti.tolist()]))
     n = max(sum(len(x) for x in mb), 1)
-    l_cls = F.binary_cross_entropy_with_logits(logits, cls_t, reduction="sum") / max(P, 1) / 2
+    l_cls = F.binary_cross_entropy_with_logits(logits, cls_t, reduction="none")
+    l_cls = (l_cls * (1 + (pos_weight - 1) * cls_t)).sum() / max(P, 1) / 2
     l_pres = F.binary_cross_entropy_with_logits(presence, pres_t)
     if mb:
         mb, tb, mm, tm = torch.cat(mb), torch.cat(tb), torch.cat(mm), torch.cat(tm)
@@ -193,7 +279,7 @@ def grounding_loss(out, targets):
     else:
         l_l1 = l_giou = l_bce = l_dice = logits.sum() * 0
     parts = {"cls": l_cls, "pres": l_pres, "l1": l_l1, "giou": l_giou, "mbce": l_bce, "dice": l_dice}
-    total = 2 * l_cls + 1 * l_pres + 5 * l_l1 + 2 * l_giou + 5 * l_bce + 2 * l_dice
+    total = 2 * l_cls + pres_weight * l_pres + 5 * l_l1 + 2 * l_giou + 5 * l_bce + 2 * l_dice
     return total, parts
 
 
@@ -313,6 +399,12 @@ def main(argv=None):
     ap.add_argument("--pairs", type=int, default=1, help="concept pairs per image and step")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sam-prompts", type=int, default=3, help="point and box prompts per image and step (each)")
+    ap.add_argument("--sam-lr-mult", type=float, default=4.0, help="learning-rate multiplier for the SAM head")
+    ap.add_argument("--pos-weight", type=float, default=4.0, help="weight of matched (positive) class logits")
+    ap.add_argument("--single-point", type=int, default=1, help="1: point prompts without the padding point")
+    ap.add_argument("--prompt-maps", type=int, default=1, help="1: SAM head with dense prompt maps")
+    ap.add_argument("--pres-weight", type=float, default=3.0, help="presence loss weight")
     ap.add_argument("--eval-images", type=int, default=100)
     a = ap.parse_args(argv)
     t_start = time.time()
@@ -320,6 +412,10 @@ def main(argv=None):
     world, out = pathlib.Path(a.world), pathlib.Path(a.out)
 
     mods, info = mrt.build(a.preset, a.seed)
+    if a.prompt_maps:
+        h = mods["sam_head"]
+        h.__class__ = PromptMapSamHead
+        h.add_prompt_maps(info["neck_channels"], info["trunk"]["grid"])
     info["name"] = f"reference-{a.preset}-seed{a.seed}-toyworld"
     S, M = info["image_size"], info["mask_size"]
     train = load_split(world, "train", S, M)
@@ -335,14 +431,17 @@ def main(argv=None):
     trained = ["detector_neck", "interactive_neck", "grounding", "sam_head"]
     frozen = {id(p) for st in (mods["detector_neck"].convs[0], mods["interactive_neck"].sam2_convs[0])
               for p in st.parameters()}
-    params = []
+    params, groups = [], []
     for k in trained:
         mods[k].train()
+        gp = []
         for p in mods[k].parameters():
             if id(p) not in frozen:
                 p.requires_grad_(True)
-                params.append(p)
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
+                gp.append(p)
+        params += gp
+        groups.append({"params": gp, "lr_mult": a.sam_lr_mult if k == "sam_head" else 1.0})
+    opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=1e-4)
     rng = np.random.default_rng(a.seed)
     torch.manual_seed(a.seed)
 
@@ -362,7 +461,7 @@ def main(argv=None):
                 break
             lr = a.lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
             for gparam in opt.param_groups:
-                gparam["lr"] = lr
+                gparam["lr"] = lr * gparam["lr_mult"]
             idx = order[bi:bi + B]
             recs = [train[i] for i in idx]
             ti = torch.as_tensor(idx)
@@ -378,22 +477,35 @@ def main(argv=None):
             pi = torch.tensor(pair_img)
             text, pad = mods["concept_bank"](torch.tensor(pair_cat))
             gout = mods["grounding"](fpn[0][pi], fpn[1][pi], fpn[2][pi], text, pad)
-            l_g, parts = grounding_loss(gout, pair_tg)
+            l_g, parts = grounding_loss(gout, pair_tg, a.pos_weight, a.pres_weight)
             # interactive prompts: one point and one box per image (instances drawn at random)
             emb, s0, s1 = interactive_neck_cached(mods["interactive_neck"], f, l0_c[ti])
-            sp_img, pts, labs, tms = [], [], [], []
+            sp_img, pts, labs, tms, kinds = [], [], [], [], []
             for j, r in enumerate(recs):
                 if not r["inst"]:
                     continue
-                for kind in (0, 1):
+                for kind in (0, 1) * a.sam_prompts:
                     inst = r["inst"][rng.integers(len(r["inst"]))]
                     p_, l_ = sample_prompt(inst, rng, S, M, kind)
                     sp_img.append(j)
                     pts.append(p_)
                     labs.append(l_)
                     tms.append(inst["mask_lr"])
+                    kinds.append(kind)
             si = torch.tensor(sp_img)
-            sout = mods["sam_head"](emb[si], s0[si], s1[si], torch.stack(pts), torch.stack(labs))
+            if a.single_point:  # points as at evaluation (one token, no padding point); boxes apart
+                outs, order_ = [], []
+                for kind, n in ((0, 1), (1, 2)):
+                    sel = [i for i, k in enumerate(kinds) if k == kind]
+                    st = torch.tensor(sel)
+                    outs.append(mods["sam_head"](emb[si[st]], s0[si[st]], s1[si[st]],
+                                                 torch.stack([pts[i][:n] for i in sel]),
+                                                 torch.stack([labs[i][:n] for i in sel])))
+                    order_ += sel
+                sout = tuple(torch.cat([o[i] for o in outs]) for i in range(3))
+                tms = [tms[i] for i in order_]
+            else:
+                sout = mods["sam_head"](emb[si], s0[si], s1[si], torch.stack(pts), torch.stack(labs))
             l_s, sparts = sam_loss(sout, torch.stack(tms))
             loss = l_g + l_s
             opt.zero_grad(set_to_none=True)
@@ -429,7 +541,7 @@ def main(argv=None):
     info = mrt.write_bundle(out, mods, info)
     base, _ = mrt.mean_vector_baseline(mods["trunk"], 64, S)
     log = {"world": str(world), "seed": a.seed, "preset": a.preset, "steps": step, "epochs": epoch,
-           "batch_images": B, "lr": a.lr, "trunk": "frozen (seeded reference trunk)",
+           "batch_images": B, "lr": a.lr, "options": vars(a), "trunk": "frozen (seeded reference trunk)",
            "seconds": {"prepare": round(t_prep, 1), "train": round(t_train, 1), "eval": round(t_eval, 1),
                        "write": round(time.time() - t0, 1), "total": round(time.time() - t_start, 1)},
            "val_metrics": metrics, "mean_teacher_vector_baseline_cosine": round(base, 4), "history": history}
