@@ -417,6 +417,14 @@ class SamHead(nn.Module):
         c = (2 * c01 - 1) @ self.pe_gaussian * (2 * math.pi)
         return torch.cat([c.sin(), c.cos()], dim=-1)
 
+    def _dense_prompt_lo(self, emb, points, labels):
+        """Hook for subclasses that add dense prompt maps at the G x G grid (identity here)."""
+        return emb
+
+    def _dense_prompt_hi(self, up, points, labels):
+        """Hook for subclasses that add dense prompt maps at the 4G x 4G grid, before the GELU (identity here)."""
+        return up
+
     def forward(self, emb, s0, s1, points, labels):
         pe = self._fourier((points + 0.5) / self.S)  # (B, N, D)
         lab = labels[..., None]
@@ -428,6 +436,7 @@ class SamHead(nn.Module):
         tokens = torch.cat([out_tok[None].expand(points.shape[0], -1, -1), pe], dim=1)
 
         G = emb.shape[-1]
+        emb = self._dense_prompt_lo(emb, points, labels)
         src = (emb + self.no_mask_embed).flatten(2).transpose(1, 2)  # (B, G*G, D)
         kpe = self.dense_pe[None]
         q = self.norm1(tokens + self.self_attn(tokens, tokens, tokens))
@@ -438,7 +447,7 @@ class SamHead(nn.Module):
 
         up = src.transpose(1, 2).unflatten(2, (G, G))
         up = F.gelu(self.ln_up(self.dc1(up) + s1))
-        up = F.gelu(self.dc2(up) + s0)  # (B, D/8, 4G, 4G)
+        up = F.gelu(self._dense_prompt_hi(self.dc2(up) + s0, points, labels))  # (B, D/8, 4G, 4G)
         hyper = torch.stack([self.hyper[i](q[:, 2 + i]) for i in range(4)], dim=1)  # (B, 4, D/8)
         masks = (hyper @ up.flatten(2)).unflatten(2, (up.shape[-2], up.shape[-1]))
         iou = self.iou_head(q[:, 1]).sigmoid()

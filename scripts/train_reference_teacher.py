@@ -190,34 +190,11 @@ class PromptMapSamHead(mrt.SamHead):
         box = iy[:, :, None] * ix[:, None, :] * has[:, None, None]
         return torch.stack([m_pos, m_neg, box], dim=1)
 
-    def forward(self, emb, s0, s1, points, labels):
-        pe = self._fourier((points + 0.5) / self.S)  # (B, N, D)
-        lab = labels[..., None]
-        valid = (lab != -1).to(pe.dtype)
-        pe = pe * valid + (1 - valid) * self.not_a_point_embed
-        for k in range(4):
-            pe = pe + (lab == k).to(pe.dtype) * self.point_embeddings[k]
-        out_tok = torch.cat([self.obj_score_token, self.iou_token, self.mask_tokens], dim=0)
-        tokens = torch.cat([out_tok[None].expand(points.shape[0], -1, -1), pe], dim=1)
+    def _dense_prompt_lo(self, emb, points, labels):
+        return emb + self.pmap_lo(self._maps(points, labels, self.pm_c_lo))
 
-        G = emb.shape[-1]
-        emb = emb + self.pmap_lo(self._maps(points, labels, self.pm_c_lo))
-        src = (emb + self.no_mask_embed).flatten(2).transpose(1, 2)  # (B, G*G, D)
-        kpe = self.dense_pe[None]
-        q = self.norm1(tokens + self.self_attn(tokens, tokens, tokens))
-        q = self.norm2(q + self.cross_t2i(q + tokens, src + kpe, src))
-        q = self.norm3(q + self.mlp(q))
-        src = self.norm4(src + self.cross_i2t(src + kpe, q + tokens, q))
-        q = self.norm_final(q + self.final_t2i(q + tokens, src + kpe, src))
-
-        up = src.transpose(1, 2).unflatten(2, (G, G))
-        up = F.gelu(self.ln_up(self.dc1(up) + s1))
-        up = F.gelu(self.dc2(up) + s0 + self.pmap_hi(self._maps(points, labels, self.pm_c_hi)))
-        hyper = torch.stack([self.hyper[i](q[:, 2 + i]) for i in range(4)], dim=1)  # (B, 4, D/8)
-        masks = (hyper @ up.flatten(2)).unflatten(2, (up.shape[-2], up.shape[-1]))
-        iou = self.iou_head(q[:, 1]).sigmoid()
-        obj = self.obj_head(q[:, 0])
-        return masks[:, 1:4].contiguous(), iou[:, 1:4].contiguous(), obj
+    def _dense_prompt_hi(self, up, points, labels):
+        return up + self.pmap_hi(self._maps(points, labels, self.pm_c_hi))
 
 
 # ------------------------------------------------------------------------------------------------
