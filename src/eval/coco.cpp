@@ -132,6 +132,7 @@ void validate(const ProtocolConfig& c) {
   INSTINCT_CHECK(c.mask_choice == "best_iou", "protocol.mask_choice '", c.mask_choice, "' is unknown; valid: best_iou");
   INSTINCT_CHECK(c.concept_threshold >= 0 && c.concept_threshold <= 1, "protocol.concept_threshold must be in [0,1], got ",
                  c.concept_threshold);
+  INSTINCT_CHECK(c.cgf1_absent >= 0, "protocol.cgf1_absent must be >= 0, got ", c.cgf1_absent);
 }
 
 std::vector<size_t> select_images(const CocoDataset& ds, const ProtocolConfig& cfg) {

@@ -11,7 +11,10 @@
 #include "instinct/common/error.h"
 #include "instinct/common/progress.h"
 #include "instinct/data/loader.h"
+#include "instinct/eval/overlay.h"
+#include "instinct/eval/predictions.h"
 #include "instinct/eval/prompt_model.h"
+#include "instinct/eval/report.h"
 #include "instinct/io/atomic_file.h"
 
 namespace instinct::eval {
@@ -36,84 +39,150 @@ class SelectedImages : public data::Dataset {
   std::string root_;
 };
 
-struct Prompt {
-  size_t batch_row;  // image row in the batch
-  const CocoImageRecord* img;
-  Target target;
-  int64_t concept_id;
+// How an original image maps onto the network input: content (ch, cw) at the top-left of S x S.
+struct Geometry {
+  int h, w, ch, cw, S;
+  bool pad;
+  double sx() const { return double(cw) / w; }
+  double sy() const { return double(ch) / h; }
 };
 
-// Upsamples (M,M) logits to the original image size (squash preprocessing), thresholds at 0.
-Rle to_rle(const at::Tensor& logits, int h, int w) {
-  auto up = torch::nn::functional::interpolate(
-      logits.to(torch::kFloat).unsqueeze(0).unsqueeze(0),
-      torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
-  auto m = (up.squeeze(0).squeeze(0) > 0).to(torch::kUInt8).contiguous().cpu();
-  return rle_encode(m.data_ptr<uint8_t>(), h, w);
+Geometry geometry_of(const CocoImageRecord& r, const data::PreprocessConfig& pre) {
+  auto [ch, cw] = data::resized_size(r.height, r.width, pre);
+  return {r.height, r.width, ch, cw, pre.image_size, pre.resize == "longest_pad"};
 }
 
-double iou_or_zero(const Rle& pred, const Rle& gt) {
-  if (rle_area(pred) == 0 && rle_area(gt) == 0) return 0.0;  // empty union -> 0 by protocol
-  return rle_iou(pred, gt, false);
+at::Tensor upsample(const at::Tensor& x, int h, int w) {
+  namespace F = torch::nn::functional;
+  return F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
 }
 
-struct JsonFields {
-  json& j;
-  template <class T>
-  void operator()(const char* k, const T& v, const char*) { j[k] = v; }
-};
-
-json protocol_json(const ProtocolConfig& p) {
-  json j = json::object();
-  JsonFields o{j};
-  const_cast<ProtocolConfig&>(p).visit(o);
-  return j;
+// Mask logits (M,M) over the network input -> RLE at the original size, thresholded at 0. Squash:
+// one bilinear upsampling to (h, w). longest_pad (SAM's postprocessing): upsample to S x S, crop the
+// content, upsample to (h, w).
+Rle to_rle(const at::Tensor& logits, const Geometry& g) {
+  auto x = logits.to(torch::kFloat).unsqueeze(0).unsqueeze(0);
+  if (g.pad) x = upsample(x, g.S, g.S).narrow(2, 0, g.ch).narrow(3, 0, g.cw);
+  auto m = (upsample(x, g.h, g.w).squeeze(0).squeeze(0) > 0).to(torch::kUInt8).contiguous().cpu();
+  return rle_encode(m.data_ptr<uint8_t>(), g.h, g.w);
 }
 
-std::pair<std::string, std::string> parse_student(const std::string& spec) {
+Rle empty_rle(const CocoImageRecord& img) { return Rle{img.height, img.width, {uint32_t(img.height) * uint32_t(img.width)}}; }
+
+std::pair<std::string, std::string> parse_named(const std::string& spec) {
   const auto eq = spec.find('=');
   if (eq != std::string::npos) return {spec.substr(0, eq), spec.substr(eq + 1)};
   return {fs::path(spec).stem().string(), spec};
 }
 
-}  // namespace
+// Overlay panels of the first K images, written once an image's panels are complete.
+class Overlays {
+ public:
+  Overlays(const EvalConfig& cfg, const CocoDataset& ds, size_t n_models)
+      : cfg_(cfg), ds_(ds), n_models_(n_models) {
+    if (cfg.overlays <= 0) return;
+    INSTINCT_CHECK(overlays_supported(), "overlays=", cfg.overlays, " needs OpenCV imgcodecs (built with INSTINCT_WITH_IMGCODECS=OFF)");
+    INSTINCT_CHECK(!cfg.images.empty(), "overlays=", cfg.overlays, " needs images= (the folder of the original images)");
+    dir_ = cfg.output + "/overlays";
+    std::error_code ec;
+    fs::create_directories(dir_, ec);
+    INSTINCT_CHECK(!ec, "overlay directory '", dir_, "' cannot be created: ", ec.message());
+  }
+  bool wanted(size_t selection_index) const { return int64_t(selection_index) < cfg_.overlays; }
+  void add(size_t selection_index, const std::string& model, const CocoImageRecord& img, const Target& t,
+           const std::string& prompt, const Rle& pred, double score, double iou) {
+    if (!wanted(selection_index)) return;
+    auto& v = panels_[selection_index];
+    if (v.img == nullptr) { v.img = &img; v.target = t.annotation; }
+    if (t.annotation != v.target) return;  // targets: all -> the image's first target only
+    OverlayPanel p;
+    char buf[160];
+    if (prompt == "concept")
+      std::snprintf(buf, sizeof buf, "%s | '%s' %.2f | IoU %.2f", model.c_str(),
+                    ds_.category_name(ds_.annotations()[t.annotation].category_id).c_str(), score, iou);
+    else
+      std::snprintf(buf, sizeof buf, "%s | %s | IoU %.2f", model.c_str(), prompt.c_str(), iou);
+    p.caption = buf;
+    p.pred = pred;
+    p.gt = ds_.annotations()[t.annotation].rle;
+    p.has_box = prompt == "box";
+    p.box = t.box_xyxy;
+    p.has_point = prompt == "point";
+    p.point = t.point;
+    v.panels.push_back(std::move(p));
+  }
+  // Writes the pending images (call after every model has added its panels for them).
+  void flush() {
+    for (auto& [i, v] : panels_) {
+      if (v.panels.empty()) continue;
+      const auto name = dir_ + "/" + std::to_string(v.img->id) + ".png";
+      write_overlay(name, cfg_.images + "/" + v.img->file_name, v.img->height, v.img->width, v.panels,
+                    int(v.panels.size() / n_models_));
+      ++written_;
+    }
+    panels_.clear();
+  }
+  int written() const { return written_; }
 
-int run_eval(const EvalConfig& cfg) {
-  validate(cfg.protocol);
-  INSTINCT_CHECK(!cfg.annotations.empty(), "annotations must name a COCO instances json");
-  INSTINCT_CHECK(!cfg.teacher.empty(), "teacher must name a teacher bundle directory");
-  for (const auto& p : cfg.prompts)
-    INSTINCT_CHECK(p == "concept" || p == "box" || p == "point", "prompts: '", p, "' is unknown; valid: concept, box, point");
+ private:
+  struct Pending {
+    const CocoImageRecord* img = nullptr;
+    size_t target = 0;
+    std::vector<OverlayPanel> panels;
+  };
+  const EvalConfig& cfg_;
+  const CocoDataset& ds_;
+  size_t n_models_;
+  std::string dir_;
+  std::map<size_t, Pending> panels_;
+  int written_ = 0;
+};
+
+void write_report(const EvalConfig& cfg, const ReportBuilder& rb, size_t n_images, const json& extra) {
+  rb.print_table(stdout, n_images);
+  std::fflush(stdout);
+  std::error_code ec;
+  fs::create_directories(cfg.output, ec);
+  INSTINCT_CHECK(!ec, "output directory '", cfg.output, "' cannot be created: ", ec.message());
+  io::write_file_atomic(cfg.output + "/report.json", rb.to_json(n_images, extra).dump(1) + "\n");
+  spdlog::info("report written to {}/report.json", cfg.output);
+}
+
+// The prompt modes in table order.
+std::vector<std::string> prompt_modes(const EvalConfig& cfg) {
+  std::vector<std::string> out;
+  for (const char* p : {"concept", "box", "point"})
+    if (std::find(cfg.prompts.begin(), cfg.prompts.end(), p) != cfg.prompts.end()) out.push_back(p);
+  return out;
+}
+
+int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<size_t>& selected) {
+  INSTINCT_CHECK(!cfg.teacher.empty(), "teacher must name a teacher bundle directory (or give predictions=...)");
   at::set_num_threads(cfg.threads > 0 ? cfg.threads : int(std::max(1u, std::thread::hardware_concurrency())));
   at::Device device = cfg.device == "auto" ? (torch::cuda::is_available() ? at::Device(at::kCUDA) : at::Device(at::kCPU))
                                            : at::Device(cfg.device);
-  auto has_prompt = [&](const char* p) { return std::find(cfg.prompts.begin(), cfg.prompts.end(), p) != cfg.prompts.end(); };
+  const auto modes = prompt_modes(cfg);
+  auto has = [&](const char* p) { return std::find(modes.begin(), modes.end(), p) != modes.end(); };
 
-  // Data and protocol.
-  std::vector<int64_t> subset;
-  if (!cfg.protocol.subset.empty()) subset = read_subset_ids(cfg.protocol.subset);
-  const CocoDataset ds = CocoDataset::load(cfg.annotations, subset);
-  const auto selected = select_images(ds, cfg.protocol);
-
-  // Models: the teacher and the students on the teacher's heads.
   teacher::BundleLoadOptions bo;
   bo.modules = {"trunk", "detector_neck", "interactive_neck", "grounding", "sam_head", "concept_bank"};
   bo.device = device;
   auto bundle = std::make_shared<teacher::TeacherBundle>(teacher::TeacherBundle::load(cfg.teacher, bo));
   const auto& info = bundle->info();
-  INSTINCT_CHECK(info.resize == "squash", "instinct-eval supports squash preprocessing only; bundle ", info.dir,
-                 " uses '", info.resize, "'");
   std::vector<PromptModel> models;
   models.emplace_back("teacher", bundle);
   for (const auto& s : cfg.students) {
-    auto [name, path] = parse_student(s);
+    auto [name, path] = parse_named(s);
     models.emplace_back(name, bundle, path, device);
   }
-  // Every target category must be in the concept bank.
+  ReportBuilder rb(ds, cfg.protocol, modes);
+  for (const auto& m : models) rb.add_model(m.name(), m.trunk_parameters());
+  // Category -> concept-bank id (categories missing from the bank get no prediction).
   std::map<int, int64_t> concept_of;
+  std::vector<int> bank_categories;
   for (int cid : ds.category_ids()) {
     const int k = info.concept_id(ds.category_name(cid));
-    if (k >= 0) concept_of[cid] = k;
+    if (k >= 0) { concept_of[cid] = k; bank_categories.push_back(cid); }
   }
 
   data::PreprocessConfig pre;
@@ -130,114 +199,167 @@ int run_eval(const EvalConfig& cfg) {
   auto images = std::make_shared<SelectedImages>(ds, selected, cfg.images);
   data::Loader loader(images, pre, lc);
   loader.start_epoch(0);
+  Overlays overlays(cfg, ds, models.size());
 
-  std::map<std::string, std::map<std::string, std::vector<double>>> ious;  // model -> prompt -> values
-  json rows = json::array();
-  int64_t n_targets = 0, n_no_concept = 0;
-  const double S = info.image_size;
+  struct Prompt { size_t row; size_t sel; const CocoImageRecord* img; Target target; int64_t concept; Geometry g; };
+  struct Pair { size_t row; const CocoImageRecord* img; int category; int64_t concept; Geometry g; };
+  int64_t n_no_concept = 0;
+  double t_trunk = 0, t_prompts = 0;
   Progress progress("eval", int64_t(selected.size()), cfg.progress);
   int64_t done = 0;
   torch::NoGradGuard ng;
+  auto now = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+    return std::chrono::steady_clock::now();
+  };
+  auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   while (auto batch = loader.next()) {
     auto pixels = batch->images.to(device);
     std::vector<Prompt> prompts;
+    std::vector<Pair> pairs;
     for (size_t r = 0; r < batch->indices.size(); ++r) {
-      const auto& rec = images->record(size_t(batch->indices[r]));
+      const size_t sel = size_t(batch->indices[r]);
+      const auto& rec = images->record(sel);
+      const auto g = geometry_of(rec, pre);
       for (const auto& t : select_targets(ds, rec, cfg.protocol)) {
         const int cat = ds.annotations()[t.annotation].category_id;
-        prompts.push_back({r, &rec, t, concept_of.count(cat) ? concept_of[cat] : -1});
+        prompts.push_back({r, sel, &rec, t, concept_of.count(cat) ? concept_of[cat] : -1, g});
+        n_no_concept += !concept_of.count(cat);
       }
+      if (cfg.protocol.cgf1)
+        for (int c : cgf1_categories(ds, rec, bank_categories, cfg.protocol.cgf1_absent, uint64_t(cfg.protocol.cgf1_seed)))
+          pairs.push_back({r, &rec, c, concept_of.count(c) ? concept_of[c] : -1, g});
     }
     done += int64_t(batch->indices.size());
-    n_targets += int64_t(prompts.size());
-    if (prompts.empty()) { progress.update(done, "no targets"); continue; }
     const int64_t P = int64_t(prompts.size());
-    auto idx = torch::empty({P}, torch::kLong);
+    if (P == 0 && pairs.empty()) { progress.update(done, "no targets"); continue; }
+    auto idx = torch::empty({P}, torch::kLong), ids = torch::empty({P}, torch::kLong);
     auto box_pts = torch::empty({P, 2, 2}), pt_pts = torch::empty({P, 1, 2});
     for (int64_t p = 0; p < P; ++p) {
       const auto& pr = prompts[size_t(p)];
-      const double sx = S / pr.img->width, sy = S / pr.img->height;
-      idx[p] = int64_t(pr.batch_row);
+      const double sx = pr.g.sx(), sy = pr.g.sy();
+      idx[p] = int64_t(pr.row);
+      ids[p] = std::max<int64_t>(pr.concept, 0);
       box_pts[p][0][0] = pr.target.box_xyxy[0] * sx; box_pts[p][0][1] = pr.target.box_xyxy[1] * sy;
       box_pts[p][1][0] = pr.target.box_xyxy[2] * sx; box_pts[p][1][1] = pr.target.box_xyxy[3] * sy;
       pt_pts[p][0][0] = pr.target.point[0] * sx; pt_pts[p][0][1] = pr.target.point[1] * sy;
     }
-    auto box_lbl = torch::tensor({2, 3}, torch::kLong).repeat({P, 1});
-    auto pt_lbl = torch::ones({P, 1}, torch::kLong);
+    auto box_lbl = torch::tensor({2, 3}, torch::kLong).repeat({P, 1}).to(device);
+    auto pt_lbl = torch::ones({P, 1}, torch::kLong).to(device);
+    auto dev_idx = idx.to(device);
     for (const auto& m : models) {
+      auto t0 = now();
       auto f = m.encode(pixels);
-      auto record = [&](const char* kind, const PromptMasks& pm) {
-        auto logits = pm.logits.cpu();
+      auto t1 = now();
+      t_trunk += secs(t0, t1);
+      auto record = [&](const std::string& kind, const PromptMasks& pm) {
+        auto logits = pm.logits.to(torch::kFloat).cpu();
         auto score = pm.score.to(torch::kFloat).cpu();
+        auto kept = pm.kept.defined() ? pm.kept.cpu() : at::Tensor();
         for (int64_t p = 0; p < P; ++p) {
           const auto& pr = prompts[size_t(p)];
-          const auto& ann = ds.annotations()[pr.target.annotation];
-          const bool kept = !pm.kept.defined() || pm.kept[p].item<bool>();
-          Rle pred = kept ? to_rle(logits[p], pr.img->height, pr.img->width) : Rle{pr.img->height, pr.img->width, {uint32_t(pr.img->height) * uint32_t(pr.img->width)}};
-          const double iou = iou_or_zero(pred, ann.rle);
-          ious[m.name()][kind].push_back(iou);
-          rows.push_back({{"model", m.name()}, {"image_id", pr.img->id}, {"annotation_id", ann.id},
-                          {"category_id", ann.category_id}, {"prompt", kind}, {"iou", iou},
-                          {"score", score[p].item<double>()}, {"kept", kept},
-                          {"mask", {{"size", {pred.h, pred.w}}, {"counts", rle_to_string(pred)}}}});
+          ScoredPrediction sp;
+          sp.score = score[p].item<double>();
+          sp.kept = kind != "concept" || (pr.concept >= 0 && kept[p].item<bool>());
+          sp.mask = sp.kept ? to_rle(logits[p], pr.g) : empty_rle(*pr.img);
+          const double iou = rb.add(m.name(), *pr.img, pr.target, kind, sp);
+          overlays.add(pr.sel, m.name(), *pr.img, pr.target, kind, sp.mask, sp.score, iou);
         }
       };
-      auto dev_idx = idx.to(device);
-      if (has_prompt("box")) record("box", m.prompt(f, dev_idx, box_pts.to(device), box_lbl.to(device)));
-      if (has_prompt("point")) record("point", m.prompt(f, dev_idx, pt_pts.to(device), pt_lbl.to(device)));
-      if (has_prompt("concept")) {
-        auto ids = torch::empty({P}, torch::kLong);
-        for (int64_t p = 0; p < P; ++p) ids[p] = std::max<int64_t>(prompts[size_t(p)].concept_id, 0);
-        auto pm = m.concept(f, dev_idx, ids.to(device), cfg.protocol.concept_threshold);
-        for (int64_t p = 0; p < P; ++p)
-          if (prompts[size_t(p)].concept_id < 0) pm.kept[p].fill_(false);  // name not in the concept bank: no prediction
-        record("concept", pm);
+      if (P > 0) {
+        if (has("concept")) record("concept", m.concept(f, dev_idx, ids.to(device), cfg.protocol.concept_threshold));
+        if (has("box")) record("box", m.prompt(f, dev_idx, box_pts.to(device), box_lbl));
+        if (has("point")) record("point", m.prompt(f, dev_idx, pt_pts.to(device), pt_lbl));
       }
+      if (!pairs.empty()) {
+        const int64_t n = int64_t(pairs.size());
+        auto pidx = torch::empty({n}, torch::kLong), pids = torch::empty({n}, torch::kLong);
+        for (int64_t k = 0; k < n; ++k) {
+          pidx[k] = int64_t(pairs[size_t(k)].row);
+          pids[k] = std::max<int64_t>(pairs[size_t(k)].concept, 0);
+        }
+        auto ci = m.concept_instances(f, pidx.to(device), pids.to(device));
+        auto score = ci.score.to(torch::kFloat).cpu();
+        auto logits = ci.logits.to(torch::kFloat).cpu();
+        for (int64_t k = 0; k < n; ++k) {
+          const auto& pa = pairs[size_t(k)];
+          std::vector<Rle> dt;
+          if (pa.concept >= 0)
+            for (int64_t q = 0; q < score.size(1); ++q)
+              if (score[k][q].item<double>() >= cfg.protocol.concept_threshold) dt.push_back(to_rle(logits[k][q], pa.g));
+          rb.add_cgf1(m.name(), *pa.img, pa.category, dt);
+        }
+      }
+      t_prompts += secs(t1, now());
     }
-    for (const auto& pr : prompts) n_no_concept += pr.concept_id < 0;
-    progress.update(done, std::to_string(n_targets) + " targets", double(done), "img");
+    overlays.flush();
+    progress.update(done, std::to_string(rb.targets()) + " targets", double(done), "img");
   }
   progress.finish();
-
-  // Summary, table, report.
-  json summary = json::object();
-  const auto& base = ious["teacher"];
-  std::printf("\n%-14s %12s  %-18s %-18s %-18s\n", "model", "trunk params", "concept IoU", "box mIoU", "point mIoU");
-  for (const auto& m : models) {
-    json ms = {{"trunk_params", m.trunk_parameters()}};
-    std::string cells[3];
-    const char* kinds[3] = {"concept", "box", "point"};
-    for (int k = 0; k < 3; ++k) {
-      if (!has_prompt(kinds[k])) { cells[k] = "-"; continue; }
-      auto s = summarize(ious[m.name()][kinds[k]]);
-      auto t = summarize(base.count(kinds[k]) ? base.at(kinds[k]) : std::vector<double>{});
-      ms[kinds[k]] = {{"mean", s.mean}, {"median", s.median}, {"count", s.count},
-                      {"pct_of_teacher", t.mean > 0 ? 100.0 * s.mean / t.mean : 0.0}};
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%.3f (%.0f%%)", s.mean, t.mean > 0 ? 100.0 * s.mean / t.mean : 0.0);
-      cells[k] = buf;
-    }
-    char params[32];
-    std::snprintf(params, sizeof params, "%.2fM", double(m.trunk_parameters()) / 1e6);
-    std::printf("%-14s %12s  %-18s %-18s %-18s\n", m.name().c_str(), params, cells[0].c_str(), cells[1].c_str(),
-                cells[2].c_str());
-    summary[m.name()] = ms;
-  }
-  std::printf("(%zu images, %lld targets, %lld images skipped as unreadable)\n", selected.size(), (long long)n_targets,
-              (long long)loader.num_skipped());
+  for (int64_t k = 0; k < loader.num_skipped(); ++k) rb.count_skipped_image();
   if (n_no_concept > 0) spdlog::warn("{} targets have a category missing from the concept bank (scored as empty)", n_no_concept);
-
-  std::error_code ec;
-  fs::create_directories(cfg.output, ec);
-  INSTINCT_CHECK(!ec, "output directory '", cfg.output, "' cannot be created: ", ec.message());
-  json report = {{"format", "instinct-eval-report"}, {"version", 1},
-                 {"annotations", cfg.annotations}, {"teacher", cfg.teacher},
-                 {"protocol", protocol_json(cfg.protocol)},
-                 {"images", selected.size()}, {"targets", n_targets}, {"images_skipped", loader.num_skipped()},
-                 {"summary", summary}, {"rows", rows}};
-  io::write_file_atomic(cfg.output + "/report.json", report.dump(1) + "\n");
-  spdlog::info("report written to {}/report.json", cfg.output);
+  const double total = t_trunk + t_prompts;
+  json timing = {{"trunk_and_necks_s", t_trunk}, {"prompts_and_scoring_s", t_prompts},
+                 {"trunk_share", total > 0 ? t_trunk / total : 0.0}};
+  spdlog::info("time: trunk+necks {:.1f}s ({:.0f}%), prompts+scoring {:.1f}s; {} overlays", t_trunk,
+               total > 0 ? 100 * t_trunk / total : 0.0, t_prompts, overlays.written());
+  write_report(cfg, rb, selected.size(), {{"teacher", cfg.teacher}, {"timing", timing}});
   return 0;
+}
+
+int eval_predictions(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<size_t>& selected) {
+  INSTINCT_CHECK(cfg.teacher.empty() && cfg.students.empty(), "give either predictions=... or teacher/students, not both");
+  const auto modes = prompt_modes(cfg);
+  std::vector<PredictionSet> sets;
+  for (const auto& spec : cfg.predictions) sets.push_back(PredictionSet::load(spec, ds));
+  ReportBuilder rb(ds, cfg.protocol, modes);
+  for (const auto& s : sets) rb.add_model(s.name(), -1);
+  Overlays overlays(cfg, ds, sets.size());
+  const auto cats = ds.category_ids();
+  Progress progress("eval", int64_t(selected.size()), cfg.progress);
+  int64_t done = 0;
+  for (size_t sel = 0; sel < selected.size(); ++sel) {
+    const auto& img = ds.images()[selected[sel]];
+    const auto targets = select_targets(ds, img, cfg.protocol);
+    for (const auto& s : sets) {
+      for (const auto& t : targets) {
+        const auto& ann = ds.annotations()[t.annotation];
+        for (const auto& kind : modes) {
+          const auto sp = kind == "concept" ? s.find_concept(img, ann.category_id, cfg.protocol.concept_threshold)
+                                            : s.find_prompt(img, ann.id, kind, targets.size());
+          const double iou = rb.add(s.name(), img, t, kind, sp);
+          overlays.add(sel, s.name(), img, t, kind, sp.mask, sp.score, iou);
+        }
+      }
+      if (cfg.protocol.cgf1)
+        for (int c : cgf1_categories(ds, img, cats, cfg.protocol.cgf1_absent, uint64_t(cfg.protocol.cgf1_seed)))
+          rb.add_cgf1(s.name(), img, c, s.concept_instances(img.id, c, cfg.protocol.concept_threshold));
+    }
+    overlays.flush();
+    ++done;
+    progress.update(done, std::to_string(rb.targets()) + " targets", double(done), "img");
+  }
+  progress.finish();
+  json files = json::array();
+  for (const auto& s : sets) files.push_back({{"name", s.name()}, {"path", s.path()}, {"rows", s.size()}});
+  write_report(cfg, rb, selected.size(), {{"predictions", files}});
+  return 0;
+}
+
+}  // namespace
+
+int run_eval(const EvalConfig& cfg) {
+  validate(cfg.protocol);
+  INSTINCT_CHECK(!cfg.annotations.empty(), "annotations must name a COCO instances json");
+  for (const auto& p : cfg.prompts)
+    INSTINCT_CHECK(p == "concept" || p == "box" || p == "point", "prompts: '", p, "' is unknown; valid: concept, box, point");
+  INSTINCT_CHECK(!prompt_modes(cfg).empty() || cfg.protocol.cgf1, "prompts is empty and protocol.cgf1 is off: nothing to evaluate");
+  INSTINCT_CHECK(cfg.overlays >= 0, "overlays = ", cfg.overlays, ": expected >= 0");
+  std::vector<int64_t> subset;
+  if (!cfg.protocol.subset.empty()) subset = read_subset_ids(cfg.protocol.subset);
+  const CocoDataset ds = CocoDataset::load(cfg.annotations, subset);
+  const auto selected = select_images(ds, cfg.protocol);
+  return cfg.predictions.empty() ? eval_models(cfg, ds, selected) : eval_predictions(cfg, ds, selected);
 }
 
 }  // namespace instinct::eval

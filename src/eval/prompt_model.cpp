@@ -87,17 +87,22 @@ PromptMasks PromptModel::prompt(const ImageFeatures& f, const at::Tensor& idx, c
   return r;
 }
 
-PromptMasks PromptModel::concept(const ImageFeatures& f, const at::Tensor& idx, const at::Tensor& ids,
-                                 double threshold) const {
+ConceptInstances PromptModel::concept_instances(const ImageFeatures& f, const at::Tensor& idx,
+                                                const at::Tensor& ids) const {
   auto [text, pad] = bundle_->concepts(ids);
   auto g = bundle_->grounding(f.fpn0.index_select(0, idx), f.fpn1.index_select(0, idx), f.fpn2.index_select(0, idx),
                               text, pad);
-  auto scores = torch::sigmoid(g.logits.squeeze(-1)) * torch::sigmoid(g.presence);  // (P,Q)
-  auto top = scores.argmax(1);
+  return {g.masks, torch::sigmoid(g.logits.squeeze(-1)) * torch::sigmoid(g.presence)};
+}
+
+PromptMasks PromptModel::concept(const ImageFeatures& f, const at::Tensor& idx, const at::Tensor& ids,
+                                 double threshold) const {
+  auto all = concept_instances(f, idx, ids);
+  auto top = all.score.argmax(1);
   auto ar = torch::arange(top.size(0), top.options());
   PromptMasks r;
-  r.logits = g.masks.index({ar, top});
-  r.score = scores.index({ar, top});
+  r.logits = all.logits.index({ar, top});
+  r.score = all.score.index({ar, top});
   r.kept = r.score >= threshold;
   return r;
 }

@@ -67,6 +67,9 @@ struct ProtocolConfig {
   std::string point = "centroid";    ///< centroid (mean of mask pixels; box centre if empty) | interior (distance-transform maximum)
   std::string mask_choice = "best_iou";  ///< box/point prompts: best_iou (highest predicted IoU of the multimask outputs)
   double concept_threshold = 0.5;    ///< concept: keep instances with sigmoid(logit) x sigmoid(presence) >= this
+  bool cgf1 = false;                 ///< also report SAM3's cgF1 for concepts (every category of each image + sampled absent ones)
+  int cgf1_absent = 2;               ///< cgF1: absent categories sampled per image
+  int cgf1_seed = 0;                 ///< cgF1: seed of the absent-category draw
   template <class V>
   void visit(V& v) {
     v("n_images", n_images, "first N images by id (0 = all)");
@@ -76,6 +79,9 @@ struct ProtocolConfig {
     v("point", point, "centroid | interior (distance-transform maximum)");
     v("mask_choice", mask_choice, "box/point mask choice: best_iou (highest predicted IoU)");
     v("concept_threshold", concept_threshold, "concept keep threshold on sigmoid(logit) x sigmoid(presence)");
+    v("cgf1", cgf1, "also report SAM3's cgF1 (present categories + sampled absent ones per image)");
+    v("cgf1_absent", cgf1_absent, "cgF1: absent categories sampled per image");
+    v("cgf1_seed", cgf1_seed, "cgF1: seed of the absent-category draw");
   }
 };
 

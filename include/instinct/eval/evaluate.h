@@ -1,6 +1,7 @@
 #pragma once
-// `instinct-eval`: COCO prompt evaluation (box, point, concept) of the teacher and any number of
-// students side by side. See docs/evaluation.md for the protocol, outputs and report format.
+// `instinct-eval`: COCO prompt evaluation (box, point, concept; optionally cgF1) of the teacher and any
+// number of students side by side, or of results files written by other tools, with the same targets
+// and protocol. See docs/evaluation.md for the protocol, outputs and report format.
 #include <string>
 #include <vector>
 
@@ -14,9 +15,11 @@ struct EvalConfig {
   std::string images;                     ///< folder holding the images' file_name entries
   std::string teacher;                    ///< teacher bundle directory (also provides the students' heads)
   std::vector<std::string> students;      ///< student trunk files, "NAME=PATH" or "PATH" (name = file stem)
+  std::vector<std::string> predictions;   ///< results files "NAME=PATH" or "PATH": scored instead of models
   std::vector<std::string> prompts{"concept", "box", "point"};  ///< prompt modes to evaluate
   ProtocolConfig protocol;
-  std::string output = "runs/eval";       ///< output directory (report.json)
+  std::string output = "runs/eval";       ///< output directory (report.json, overlays/)
+  int overlays = 0;                       ///< overlay PNGs for the first K evaluated images (needs images)
   std::string device = "auto";            ///< auto | cpu | cuda | cuda:N
   int batch_size = 4;                     ///< images per trunk forward
   int workers = 2;                        ///< image decoding threads
@@ -28,9 +31,11 @@ struct EvalConfig {
     v("images", images, "image folder for the json's file_name entries");
     v("teacher", teacher, "teacher bundle directory (heads shared by every student)");
     v("students", students, "student trunk files: NAME=PATH or PATH");
+    v("predictions", predictions, "results files (NAME=PATH or PATH) to score instead of models");
     v("prompts", prompts, "prompt modes: concept, box, point");
     v("protocol", protocol, "");
-    v("output", output, "output directory for report.json");
+    v("output", output, "output directory for report.json and overlays/");
+    v("overlays", overlays, "overlay PNGs for the first K images (0 = none)");
     v("device", device, "auto | cpu | cuda | cuda:N");
     v("batch_size", batch_size, "images per trunk forward");
     v("workers", workers, "image decoding threads");
@@ -39,7 +44,8 @@ struct EvalConfig {
   }
 };
 
-/// Runs the evaluation, prints the table, writes <output>/report.json. Returns the exit code.
+/// Runs the evaluation (models, or results files when `predictions` is set), prints the table, writes
+/// <output>/report.json and the overlays. Returns the exit code.
 int run_eval(const EvalConfig& cfg);
 
 }  // namespace instinct::eval

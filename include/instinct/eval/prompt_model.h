@@ -25,6 +25,12 @@ struct PromptMasks {
   at::Tensor kept;    ///< (P,) bool: concept prompts only, whether the top instance passed the threshold
 };
 
+/// Every query of a batch of concept prompts.
+struct ConceptInstances {
+  at::Tensor logits;  ///< (P,Q,M,M) mask logits over the network input
+  at::Tensor score;   ///< (P,Q) sigmoid(logit) x sigmoid(presence)
+};
+
 /// Infers a student architecture from an InstinctSAM-layout state dict: width, depth, patch and input
 /// size from the tensors' shapes, heads = width / 64 (timm's ViT-Ti/S/B), out_channels from the head.
 model::VitConfig infer_student_config(const std::vector<std::pair<std::string, at::Tensor>>& sd, int out_grid);
@@ -50,6 +56,9 @@ class PromptModel {
   /// query by sigmoid(logit) x sigmoid(presence) is returned; kept = score >= threshold.
   PromptMasks concept(const ImageFeatures& f, const at::Tensor& image_index, const at::Tensor& concept_ids,
                       double threshold) const;
+  /// Concept prompts with every query's mask and score (cgF1).
+  ConceptInstances concept_instances(const ImageFeatures& f, const at::Tensor& image_index,
+                                     const at::Tensor& concept_ids) const;
 
  private:
   std::string name_;
