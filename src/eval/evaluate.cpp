@@ -204,10 +204,11 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
   struct Prompt { size_t row; size_t sel; const CocoImageRecord* img; Target target; int64_t concept; Geometry g; };
   struct Pair { size_t row; const CocoImageRecord* img; int category; int64_t concept; Geometry g; };
   int64_t n_no_concept = 0;
-  double t_trunk = 0, t_prompts = 0;
+  double t_trunk = 0, t_prompts = 0, t_post = 0;  // trunk+necks, heads+post-processing, post-processing
   Progress progress("eval", int64_t(selected.size()), cfg.progress);
   int64_t done = 0;
   torch::NoGradGuard ng;
+  const auto t_start = std::chrono::steady_clock::now();
   auto now = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
     return std::chrono::steady_clock::now();
@@ -253,6 +254,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
       auto t1 = now();
       t_trunk += secs(t0, t1);
       auto record = [&](const std::string& kind, const PromptMasks& pm) {
+        const auto tp = now();
         auto logits = pm.logits.to(torch::kFloat).cpu();
         auto score = pm.score.to(torch::kFloat).cpu();
         auto kept = pm.kept.defined() ? pm.kept.cpu() : at::Tensor();
@@ -265,6 +267,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
           const double iou = rb.add(m.name(), *pr.img, pr.target, kind, sp);
           overlays.add(pr.sel, m.name(), *pr.img, pr.target, kind, sp.mask, sp.score, iou);
         }
+        t_post += secs(tp, now());
       };
       if (P > 0) {
         if (has("concept")) record("concept", m.concept(f, dev_idx, ids.to(device), cfg.protocol.concept_threshold));
@@ -279,6 +282,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
           pids[k] = std::max<int64_t>(pairs[size_t(k)].concept, 0);
         }
         auto ci = m.concept_instances(f, pidx.to(device), pids.to(device));
+        const auto tp = now();
         auto score = ci.score.to(torch::kFloat).cpu();
         auto logits = ci.logits.to(torch::kFloat).cpu();
         for (int64_t k = 0; k < n; ++k) {
@@ -289,6 +293,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
               if (score[k][q].item<double>() >= cfg.protocol.concept_threshold) dt.push_back(to_rle(logits[k][q], pa.g));
           rb.add_cgf1(m.name(), *pa.img, pa.category, dt);
         }
+        t_post += secs(tp, now());
       }
       t_prompts += secs(t1, now());
     }
@@ -298,11 +303,16 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
   progress.finish();
   for (int64_t k = 0; k < loader.num_skipped(); ++k) rb.count_skipped_image();
   if (n_no_concept > 0) spdlog::warn("{} targets have a category missing from the concept bank (scored as empty)", n_no_concept);
-  const double total = t_trunk + t_prompts;
-  json timing = {{"trunk_and_necks_s", t_trunk}, {"prompts_and_scoring_s", t_prompts},
-                 {"trunk_share", total > 0 ? t_trunk / total : 0.0}};
-  spdlog::info("time: trunk+necks {:.1f}s ({:.0f}%), prompts+scoring {:.1f}s; {} overlays", t_trunk,
-               total > 0 ? 100 * t_trunk / total : 0.0, t_prompts, overlays.written());
+  const double wall = secs(t_start, std::chrono::steady_clock::now());
+  const double n_eval = double(int64_t(selected.size()) - loader.num_skipped());
+  const double t_heads = t_prompts - t_post, t_other = std::max(0.0, wall - t_trunk - t_prompts);
+  auto pct = [&](double t) { return wall > 0 ? 100 * t / wall : 0.0; };
+  json timing = {{"wall_s", wall}, {"images_per_s", wall > 0 ? n_eval / wall : 0.0}, {"models", models.size()},
+                 {"trunk_and_necks_s", t_trunk}, {"prompt_heads_s", t_heads}, {"postprocess_s", t_post},
+                 {"other_s", t_other}};
+  spdlog::info("{:.1f} images/s ({} models): trunk+necks {:.0f}%, prompt heads {:.0f}%, mask upsampling+RLE+IoU {:.0f}%, "
+               "loading/waiting {:.0f}%; {} overlays", wall > 0 ? n_eval / wall : 0.0, models.size(), pct(t_trunk),
+               pct(t_heads), pct(t_post), pct(t_other), overlays.written());
   write_report(cfg, rb, selected.size(), {{"teacher", cfg.teacher}, {"timing", timing}});
   return 0;
 }
