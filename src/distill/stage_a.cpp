@@ -95,6 +95,37 @@ class SubsetDataset : public data::Dataset {
 
 }  // namespace
 
+std::pair<std::shared_ptr<data::Dataset>, std::shared_ptr<data::Dataset>> make_datasets(const DataConfig& d) {
+  std::shared_ptr<data::Dataset> train = make_dataset(d, false);
+  if (d.eval_root.empty()) {
+    const size_t n = train->size();
+    INSTINCT_CHECK(size_t(d.eval_images) < n, "data.eval_images ", d.eval_images, " must be smaller than the ", n,
+                   " images in data.root '", d.root, "'");
+    return {std::make_shared<SubsetDataset>(train, 0, n - size_t(d.eval_images)),
+            std::make_shared<SubsetDataset>(train, n - size_t(d.eval_images), n)};
+  }
+  auto full = make_dataset(d, true);
+  return {train, std::make_shared<SubsetDataset>(full, 0, std::min(full->size(), size_t(d.eval_images)))};
+}
+
+void init_student(model::StudentTrunkImpl& student, const InitConfig& init) {
+  if (init.from == "instinct") {
+    model::load_trunk_file(student, init.path);
+    spdlog::info("initialised student from trunk file {}", init.path);
+  } else if (init.from == "timm") {
+    model::load_timm_vit(student, init.path);
+    spdlog::info("initialised student ViT from timm weights {}", init.path);
+  } else {
+    INSTINCT_CHECK(init.from == "random", "init.from '", init.from, "' is unknown; valid: random, instinct, timm");
+  }
+}
+
+at::Tensor resize_images(const at::Tensor& images, int size) {
+  if (images.size(2) == size && images.size(3) == size) return images;
+  namespace F = torch::nn::functional;
+  return F::interpolate(images, F::InterpolateFuncOptions().size(std::vector<int64_t>{size, size}).mode(torch::kBilinear).align_corners(false));
+}
+
 int run_stage_a(const StageAConfig& cfg_in) {
   StageAConfig cfg = cfg_in;
   RunContext run = RunContext::open(cfg.run_dir, cfg.device, cfg.precision, cfg.threads, cfg.checkpoint.resume);
@@ -126,17 +157,8 @@ int run_stage_a(const StageAConfig& cfg_in) {
                tinfo.trunk_grid, tinfo.trunk_grid, tinfo.image_size);
 
   // Data: training set and held-out set.
-  std::shared_ptr<data::Dataset> train_set = make_dataset(cfg.data, false), eval_set_ds;
-  if (cfg.data.eval_root.empty()) {
-    const size_t n = train_set->size();
-    INSTINCT_CHECK(size_t(cfg.data.eval_images) < n, "data.eval_images ", cfg.data.eval_images,
-                   " must be smaller than the ", n, " images in data.root '", cfg.data.root, "'");
-    eval_set_ds = std::make_shared<SubsetDataset>(train_set, n - size_t(cfg.data.eval_images), n);
-    train_set = std::make_shared<SubsetDataset>(train_set, 0, n - size_t(cfg.data.eval_images));
-  } else {
-    auto full = make_dataset(cfg.data, true);
-    eval_set_ds = std::make_shared<SubsetDataset>(full, 0, std::min(full->size(), size_t(cfg.data.eval_images)));
-  }
+  auto datasets = make_datasets(cfg.data);
+  std::shared_ptr<data::Dataset> train_set = datasets.first, eval_set_ds = datasets.second;
   data::LoaderConfig lc;
   lc.batch_size = cfg.batch_size;
   lc.num_workers = cfg.data.workers;
@@ -170,14 +192,8 @@ int run_stage_a(const StageAConfig& cfg_in) {
   if (!run.resume_from.empty()) {
     st = load_checkpoint(run.resume_from, *student, opt, ema.get(), ema ? ema_model.get() : nullptr);
     spdlog::info("resumed from {} at step {} (epoch {}, batch {})", run.resume_from, st.step, st.epoch, st.batch_in_epoch);
-  } else if (cfg.init.from == "instinct") {
-    model::load_trunk_file(*student, cfg.init.path);
-    spdlog::info("initialised student from trunk file {}", cfg.init.path);
-  } else if (cfg.init.from == "timm") {
-    model::load_timm_vit(*student, cfg.init.path);
-    spdlog::info("initialised student ViT from timm weights {}", cfg.init.path);
   } else {
-    INSTINCT_CHECK(cfg.init.from == "random", "init.from '", cfg.init.from, "' is unknown; valid: random, instinct, timm");
+    init_student(*student, cfg.init);
   }
   if (ema && run.resume_from.empty()) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema);
   run.write_resolved_config(config::to_yaml(cfg));
@@ -200,14 +216,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
     compat::CudaAutocast ac(run.autocast);
     return teacher.trunk(images).to(torch::kFloat);
   };
-  auto student_input = [&](const at::Tensor& images) {
-    if (student->config().img_size == pre.image_size) return images;
-    return torch::nn::functional::interpolate(
-        images, torch::nn::functional::InterpolateFuncOptions()
-                    .size(std::vector<int64_t>{student->config().img_size, student->config().img_size})
-                    .mode(torch::kBilinear)
-                    .align_corners(false));
-  };
+  auto student_input = [&](const at::Tensor& images) { return resize_images(images, student->config().img_size); };
 
   // Held-out set: decoded and teacher features computed once; baseline = mean teacher vector.
   EvalSet ev;

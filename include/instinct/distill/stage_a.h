@@ -6,9 +6,12 @@
 // (longest_pad preprocessing). See docs/stageA.md for the recipe, outputs and resume semantics.
 #include <ATen/Tensor.h>
 
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "instinct/data/dataset.h"
 #include "instinct/distill/optim.h"
 #include "instinct/model/vit.h"
 
@@ -166,6 +169,19 @@ StageALoss stage_a_loss(const at::Tensor& student, const at::Tensor& teacher, co
 /// Pixel-level valid mask (B,S,S) -> grid-level (B,G,G): a location is valid when more than half of
 /// its cell is valid.
 at::Tensor grid_valid_mask(const at::Tensor& pixel_valid, int grid);
+
+// Pieces Stage A shares with concept distillation.
+
+/// Training and held-out datasets per `d`: the first eval_images of eval_root, or else the last
+/// eval_images of root held out. Errors name the key.
+std::pair<std::shared_ptr<data::Dataset>, std::shared_ptr<data::Dataset>> make_datasets(const DataConfig& d);
+
+/// Initialises a fresh student per `init` (random: timm init already done; instinct: trunk file;
+/// timm: ImageNet ViT weights). Unknown `from` values are an error.
+void init_student(model::StudentTrunkImpl& student, const InitConfig& init);
+
+/// Normalised images (B,3,S,S) bilinearly resized to size x size (returned as is when S == size).
+at::Tensor resize_images(const at::Tensor& images, int size);
 
 /// Runs Stage A end to end (see docs/stageA.md). Returns the process exit code: 0 when training
 /// completed, 128+signal when stopped by SIGINT/SIGTERM after writing a checkpoint.
