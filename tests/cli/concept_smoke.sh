@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# instinct-train concept end to end on a tiny toy world with the fixture teacher: metrics.jsonl has
+# train rows with every loss term and eval / eval_ema rows with the agreement metrics; resuming from
+# a mid-run checkpoint reproduces the uninterrupted run's per-step losses and final trunk;
+# instinct-eval scores the resulting trunk; bad vocabularies and a student concept bank of the wrong
+# width are one-line errors at start-up.
+source "$(dirname "$0")/common.sh"
+"$PY" "$INSTINCT_SOURCE_DIR/scripts/make_toy_world.py" --out "$WORK/world" --train 20 --val 6 --seed 3 > /dev/null
+common=(teacher.bundle="$BUNDLE" data.root="$WORK/world/train" "${TINY[@]}" init.from=random optim.max_steps=6
+        optim.warmup_steps=2 log.every=1 eval.every=3 checkpoint.every=3 ema.enabled=true ema.decay=0.9 seed=5)
+"$TRAIN" concept "${common[@]}" run_dir="$WORK/straight" > "$WORK/straight.log" 2>&1 || { cat "$WORK/straight.log"; fail "straight run"; }
+# A run that stopped after its step-3 checkpoint: drop what came later, run again -> resumes at step 3.
+cp -r "$WORK/straight" "$WORK/resumed"
+rm "$WORK/resumed/checkpoints/step_00000006.pt" "$WORK/resumed/trunk.pt" "$WORK/resumed/trunk_ema.pt"
+"$TRAIN" concept "${common[@]}" run_dir="$WORK/resumed" > "$WORK/resumed.log" 2>&1 || { cat "$WORK/resumed.log"; fail "resumed run"; }
+grep -q "resumed from .*step_00000003.pt at step 3" "$WORK/resumed.log" || { cat "$WORK/resumed.log"; fail "did not resume at step 3"; }
+"$PY" - "$WORK/straight" "$WORK/resumed" <<'PYEOF'
+import json, sys, torch
+def rows(d):
+    return {(r["split"], r["step"]): r for r in map(json.loads, open(f"{d}/metrics.jsonl"))}
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+train = sorted(k for k in a if k[0] == "train")
+assert len(train) == 6 and sorted(k for k in b if k[0] == "train") == train, (train, sorted(b))
+terms = ["loss"] + [f"loss_{t}" for t in ("class", "presence", "l1", "giou", "mask", "dice", "memory", "align", "trunk")]
+for k in train:
+    for f in terms + ["lr", "pairs_per_image", "targets_per_pair"]:
+        assert abs(a[k][f] - b[k][f]) <= 1e-5 * max(1.0, abs(a[k][f])), (k, f, a[k][f], b[k][f])
+assert all(a[k]["loss"] > 0 and a[k]["pairs_per_image"] >= 1 for k in train)
+for split in ("eval", "eval_ema"):
+    ev = [r for (s, _), r in a.items() if s == split]
+    assert len(ev) >= 2, split
+    for r in ev:
+        for m in ("concept_mask_iou", "matched_mask_iou", "matched_box_iou", "presence_agreement", "trunk_cosine"):
+            assert 0 <= r[m] <= 1 or m == "trunk_cosine", (m, r[m])
+ta = torch.load(f"{sys.argv[1]}/trunk.pt", weights_only=True)["trunk"]
+tb = torch.load(f"{sys.argv[2]}/trunk.pt", weights_only=True)["trunk"]
+assert max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta) <= 1e-5
+ck = torch.load(f"{sys.argv[1]}/checkpoints/step_00000006.pt", weights_only=True)
+assert ck["stage"] == "concept", ck["stage"]
+print("concept resume reproduces the uninterrupted run")
+PYEOF
+# The concept student evaluates like any trunk.
+"$INSTINCT_BIN_DIR/instinct-eval" annotations="$WORK/world/annotations/instances_val.json" images="$WORK/world/val" \
+  teacher="$BUNDLE" "students=[concept=$WORK/straight/trunk.pt]" output="$WORK/eval" progress=off > "$WORK/eval.log" 2>&1 \
+  || { cat "$WORK/eval.log"; fail "instinct-eval of the concept trunk"; }
+grep -q "^concept .*%" "$WORK/eval.log" || fail "no table row for the concept student"
+# Bad input: one-line errors, exit code 2.
+expect_error() {  # expect_error NAME REGEX overrides...
+  local name=$1 re=$2; shift 2
+  set +e
+  "$TRAIN" concept "${common[@]}" run_dir="$WORK/bad_$name" "$@" > "$WORK/$name.log" 2>&1
+  local rc=$?
+  set -e
+  [ $rc -eq 2 ] && grep -qE "$re" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name: rc=$rc, expected 2 and /$re/"; }
+}
+expect_error vocab "\[error\].*'zebra' is not in the teacher bundle's concept bank" "concepts.vocabulary=[zebra]"
+"$PY" - "$BUNDLE" "$WORK/widebank" <<'PYEOF'
+import hashlib, json, pathlib, sys, torch
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+info = json.loads((src / "bundle.json").read_text())
+D, L, n = info["neck_channels"] + 8, info["prompt_length"], len(info["concepts"])
+class Bank(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(n, L, D))
+    def forward(self, ids):
+        return self.table[ids], torch.zeros_like(ids).unsqueeze(1).expand(-1, L) > 0
+out.mkdir()
+torch.jit.trace(Bank().eval(), torch.tensor([0, 1])).save(str(out / "concept_bank.pt"))
+info["neck_channels"] = D
+info["modules"] = {"concept_bank": {"file": "concept_bank.pt",
+                                    "sha256": hashlib.sha256((out / "concept_bank.pt").read_bytes()).hexdigest()}}
+(out / "bundle.json").write_text(json.dumps(info))
+PYEOF
+expect_error width "\[error\].*gives text of width $(( $("$PY" -c "import json;print(json.load(open('$BUNDLE/bundle.json'))['neck_channels'])") + 8 )) but the grounding module expects" \
+  student_concepts="$WORK/widebank"
+echo "concept smoke ok"
