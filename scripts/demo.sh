@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README demo: builds; renders the toy world (a small synthetic COCO dataset) and trains the
-# reference teacher's heads on it; runs Stage A on the CPU; then evaluates teacher and Stage-A student
-# (raw and EMA) with instinct-eval on the toy world's val split and prints the table.
-# Inputs go under demo/, runs under runs/; re-running reuses finished steps (delete them to redo).
-# Extra arguments are Stage A config overrides.
+# reference teacher's heads on it; runs Stage A, then concept distillation, on the CPU; then evaluates
+# the teacher, the Stage-A student and the concept student with instinct-eval on the toy world's val
+# split and prints the table. Inputs go under demo/, runs under runs/; re-running reuses finished
+# steps (delete them to redo). Extra arguments are Stage A config overrides.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -39,7 +39,22 @@ if tr:
     print(f"train throughput: {sum(r['images_per_s'] for r in tr[-5:]) / len(tr[-5:]):.1f} images/s")
 print(f"student trunk (InstinctSAM format): {sys.argv[1].rsplit('/', 1)[0]}/trunk.pt")
 PYEOF
-step "instinct-eval: teacher beside the Stage-A student on the toy world's val split"
+step "concept distillation: the Stage-A student trained through the teacher's frozen neck and grounding"
+crun=runs/concept_tiny
+./build/instinct-train concept --config configs/concept_tiny_cpu.yaml init.path=$run/trunk.pt run_dir=$crun
+$PY - "$crun/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ev = [r for r in rows if r["split"] == "eval"]
+ema = [r for r in rows if r["split"] == "eval_ema"]
+print("\n=== concept distillation result (held-out images, agreement with the teacher) ===")
+for name, r0, r1 in (("raw", ev[0], ev[-1]), ("EMA", ev[0], ema[-1] if ema else ev[-1])):
+    print(f"{name}: concept mask IoU {r0['concept_mask_iou']:.3f} -> {r1['concept_mask_iou']:.3f}, "
+          f"presence agreement {r0['presence_agreement']:.3f} -> {r1['presence_agreement']:.3f}, "
+          f"trunk cosine {r0['trunk_cosine']:.3f} -> {r1['trunk_cosine']:.3f}")
+PYEOF
+step "instinct-eval: teacher beside the Stage-A and concept students on the toy world's val split"
 ./build/instinct-eval --config configs/eval_toy_cpu.yaml \
-  "students=[stageA=$run/trunk.pt, stageA_ema=$run/trunk_ema.pt]" overlays=8 progress=lines
+  "students=[stageA=$run/trunk.pt, stageA_ema=$run/trunk_ema.pt, concept=$crun/trunk.pt, concept_ema=$crun/trunk_ema.pt]" \
+  overlays=8 progress=lines
 echo "report: runs/eval_toy/report.json, overlays: runs/eval_toy/overlays/ (total $((SECONDS - t0))s)"

@@ -393,6 +393,18 @@ int run_concept(const ConceptConfig& cfg_in) {
   std::map<std::string, at::Tensor> acc;
   for (const auto& k : terms) acc[k] = torch::zeros({}, torch::TensorOptions().device(run.device));
   acc["loss"] = torch::zeros({}, torch::TensorOptions().device(run.device));
+  // Step-time split (seconds in the current log window): teacher, student forward, matching, losses,
+  // backward, optimizer. On CUDA the split is exact only with `profile` (device syncs per phase).
+  std::map<std::string, double> phase;
+  auto clock_now = [&] {
+    if (cfg.profile && run.device.is_cuda()) torch::cuda::synchronize();
+    return std::chrono::steady_clock::now();
+  };
+  auto lap = [&](std::chrono::steady_clock::time_point& t, const char* name) {
+    auto n = clock_now();
+    phase[name] += std::chrono::duration<double>(n - t).count();
+    t = n;
+  };
   double win_pairs = 0, win_pos = 0, win_targets = 0;
   int64_t win_batches = 0, win_images = 0, images_seen = 0;
   auto win_t0 = std::chrono::steady_clock::now();
@@ -408,6 +420,7 @@ int run_concept(const ConceptConfig& cfg_in) {
     while (st.step < total_steps) {
       auto batch = loader.next();
       if (!batch) break;
+      auto tp = clock_now();
       auto images = batch->images.to(run.device, /*non_blocking=*/true);
       const int64_t B = images.size(0);
       // Concept sampling from the teacher's view of the vocabulary (deterministic in seed, epoch, batch).
@@ -421,9 +434,13 @@ int run_concept(const ConceptConfig& cfg_in) {
         std::sort(scan.begin(), scan.end());
       }
       auto pairs = pick_pairs(scan_scores(tfpn, B, scan), scan, rng);
-      if (pairs.empty()) continue;
+      if (pairs.empty()) {  // e.g. positives: 0 and min_negatives: 0 on images without present concepts
+        st.batch_in_epoch = batch->batch_index + 1;
+        continue;
+      }
       auto [img, con] = pair_tensors(pairs);
       auto tg = teacher_targets(tfpn, img, con);
+      lap(tp, "teacher");
 
       std::map<std::string, at::Tensor> l;
       {
@@ -432,7 +449,9 @@ int run_concept(const ConceptConfig& cfg_in) {
         auto sfpn = student_fpn(*student, images, L.w_trunk > 0 ? &sfeat : nullptr);
         auto [text, pad] = text_of(student_bank, sid_t.index_select(0, con));
         auto s = ground(teacher, sfpn, img, text, pad);
+        lap(tp, "student_forward");
         auto matches = hungarian_match_batch(s.logits, s.boxes, tg.boxes, L.match);
+        lap(tp, "matching");
         l["class"] = class_kd_loss(s.logits, tg.logits, tg.all.presence, matches, kcfg);
         l["presence"] = presence_kd_loss(s.presence, tg.all.presence, L.temperature);
         auto bl = box_loss(s.boxes, tg.boxes, matches);
@@ -469,7 +488,9 @@ int run_concept(const ConceptConfig& cfg_in) {
         total = total + w.at(k) * l[k].to(torch::kFloat);
         acc[k] += l[k].detach().to(torch::kFloat);
       }
+      lap(tp, "losses");
       (total / accum).backward();
+      lap(tp, "backward");
       acc["loss"] += total.detach();
       for (const auto& p : pairs) win_pos += p.positive;
       win_pairs += double(pairs.size());
@@ -485,10 +506,13 @@ int run_concept(const ConceptConfig& cfg_in) {
       opt.step(lr);
       opt.zero_grad();
       if (ema) ema->update();
+      lap(tp, "optimizer");
       ++st.step;
       const bool last = st.step >= total_steps;
       if (st.step % std::max<int64_t>(cfg.log.every, 1) == 0 || last) {
         const double nb = double(std::max<int64_t>(win_batches, 1));
+        double phase_total = 0;
+        for (const auto& kv : phase) phase_total += kv.second;
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
         json row = {{"step", st.step}, {"split", "train"}, {"epoch", epoch}, {"lr", lr},
                     {"pairs_per_image", win_pairs / double(std::max<int64_t>(win_images, 1))},
@@ -499,6 +523,10 @@ int run_concept(const ConceptConfig& cfg_in) {
           last_row[k] = v.item<double>() / nb;
           row[k == "loss" ? "loss" : "loss_" + k] = last_row[k];
           v.zero_();
+        }
+        for (auto& [k, v] : phase) {
+          row["time_" + k] = phase_total > 0 ? v / phase_total : 0.0;  // share of the step time
+          v = 0;
         }
         metrics.write(row);
         win_pairs = win_pos = win_targets = 0;

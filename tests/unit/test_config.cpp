@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "instinct/config/config.h"
+#include "instinct/distill/concept.h"
 #include "instinct/distill/stage_a.h"
 #include "instinct/eval/evaluate.h"
 #include "test_helpers.h"
@@ -85,6 +86,9 @@ TEST(Config, EveryShippedConfigParses) {
     const auto name = e.path().filename().string();
     if (name.rfind("stageA", 0) == 0) {
       distill::StageAConfig c;
+      EXPECT_NO_THROW(config::load(e.path().string(), {}, c)) << name;
+    } else if (name.rfind("concept", 0) == 0) {
+      distill::ConceptConfig c;
       EXPECT_NO_THROW(config::load(e.path().string(), {}, c)) << name;
     } else if (name.rfind("eval", 0) == 0) {
       eval::EvalConfig c;

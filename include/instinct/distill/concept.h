@@ -87,6 +87,7 @@ struct ConceptConfig {
   int64_t seed = 0;                      ///< seed for concept sampling and data order
   int threads = 0;                       ///< intra-op CPU threads; 0 = all cores
   int batch_size = 4;                    ///< images per micro-batch (each with several concept prompts)
+  bool profile = false;                  ///< CUDA: synchronise at phase boundaries so the step-time split is exact (CPU: always exact)
   TeacherConfig teacher;
   std::string student_concepts;          ///< bundle directory whose concept_bank prompts the student; empty = the teacher's
   model::VitConfig student;
@@ -107,6 +108,7 @@ struct ConceptConfig {
     v("seed", seed, "seed for concept sampling and data order");
     v("threads", threads, "CPU intra-op threads; 0 = all cores");
     v("batch_size", batch_size, "images per micro-batch");
+    v("profile", profile, "CUDA: sync at phase boundaries for an exact step-time split");
     v("teacher", teacher, "");
     v("student_concepts", student_concepts, "bundle dir with the student's concept_bank; empty = teacher's");
     v("student", student, "");
