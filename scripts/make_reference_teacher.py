@@ -33,6 +33,8 @@ PRESETS = {
                  global_blocks=(1, 3), pretrain_grid=8, neck_channels=64, enc_layers=2, dec_layers=2,
                  num_queries=16, prompt_length=8, heads_d=4),
 }
+# SAM3's query count on the tiny trunk: for benchmarks of the concept matcher (docs/performance.md).
+PRESETS["tiny_q200"] = dict(PRESETS["tiny"], num_queries=200)
 
 CONCEPTS = ["circle", "square", "triangle", "star", "ring", "cross", "ellipse", "hexagon", "dog", "cat",
             "car", "tree"]
