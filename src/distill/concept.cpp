@@ -386,9 +386,7 @@ int run_concept(const ConceptConfig& cfg_in) {
   ClockConfig ccfg;
   ccfg.alpha = L.clock_alpha;
   ccfg.beta = L.clock_beta;
-  LossConfig trunk_cfg;
-  trunk_cfg.w_cos = 1;
-  trunk_cfg.w_mse = 0;
+  const LossConfig trunk_cfg;  // Stage A's loss: (1 - cosine) + channel-summed squared error
   const std::vector<std::string> terms{"class", "presence", "l1", "giou", "mask", "dice", "memory", "align", "trunk"};
   std::map<std::string, at::Tensor> acc;
   for (const auto& k : terms) acc[k] = torch::zeros({}, torch::TensorOptions().device(run.device));
@@ -478,7 +476,7 @@ int run_concept(const ConceptConfig& cfg_in) {
         } else {
           l["align"] = torch::zeros({}, images.options());
         }
-        l["trunk"] = L.w_trunk > 0 ? stage_a_loss(sfeat, tfeat, {}, trunk_cfg).cos_term : torch::zeros({}, images.options());
+        l["trunk"] = L.w_trunk > 0 ? stage_a_loss(sfeat, tfeat, {}, trunk_cfg).total : torch::zeros({}, images.options());
       }
       const std::map<std::string, double> w{{"class", L.w_class}, {"presence", L.w_presence}, {"l1", L.w_l1},
                                             {"giou", L.w_giou}, {"mask", L.w_mask}, {"dice", L.w_dice},

@@ -52,7 +52,7 @@ struct ConceptLossConfig {
   double clock_beta = 1e-7;     ///< CLoCK background weight
   double w_align = 0.1;         ///< region-text InfoNCE between matched query embeddings and concept embeddings
   double align_tau = 0.07;      ///< InfoNCE temperature
-  double w_trunk = 0.0;         ///< Stage-A trunk regulariser: 1 - channel cosine to the teacher trunk
+  double w_trunk = 0.0;         ///< Stage-A trunk regulariser: Stage A's loss (1 - cosine + channel-summed squared error) to the teacher trunk
   MatchCost match;              ///< Hungarian cost (2 focal class + 5 L1 + 2 (-GIoU))
   template <class V>
   void visit(V& v) {
@@ -72,7 +72,7 @@ struct ConceptLossConfig {
     v("clock_beta", clock_beta, "CLoCK background weight (1/N_bg per token)");
     v("w_align", w_align, "region-text InfoNCE weight");
     v("align_tau", align_tau, "InfoNCE temperature");
-    v("w_trunk", w_trunk, "trunk cosine regulariser weight (Stage A term)");
+    v("w_trunk", w_trunk, "trunk regulariser weight (Stage A loss: 1 - cosine + squared error)");
     v("match_class", match.w_class, "matching cost: focal class weight");
     v("match_l1", match.w_l1, "matching cost: L1 weight");
     v("match_giou", match.w_giou, "matching cost: -GIoU weight");
