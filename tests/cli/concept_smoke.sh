@@ -44,6 +44,20 @@ PYEOF
   teacher="$BUNDLE" "students=[concept=$WORK/straight/trunk.pt]" output="$WORK/eval" progress=off > "$WORK/eval.log" 2>&1 \
   || { cat "$WORK/eval.log"; fail "instinct-eval of the concept trunk"; }
 grep -q "^concept .*%" "$WORK/eval.log" || fail "no table row for the concept student"
+# Pairs where the teacher keeps nothing (tau_keep above any score): presence and no-object only, no crash.
+"$TRAIN" concept "${common[@]}" run_dir="$WORK/nokeep" loss.tau_keep=1.01 optim.max_steps=2 eval.every=0 \
+  > "$WORK/nokeep.log" 2>&1 || { cat "$WORK/nokeep.log"; fail "run with no teacher targets"; }
+"$PY" - "$WORK/nokeep" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(f"{sys.argv[1]}/metrics.jsonl")]
+train = [r for r in rows if r["split"] == "train"]
+assert len(train) == 2 and all(r["targets_per_pair"] == 0 for r in train), train
+for r in train:
+    for k in ("loss_l1", "loss_giou", "loss_mask", "loss_dice", "loss_align"):
+        assert r[k] == 0, (k, r[k])
+    assert r["loss_presence"] > 0 and r["loss_class"] > 0 and r["loss"] == r["loss"]
+print("no-target pairs train presence and no-object only")
+PYEOF
 # Bad input: one-line errors, exit code 2.
 expect_error() {  # expect_error NAME REGEX overrides...
   local name=$1 re=$2; shift 2
@@ -74,4 +88,9 @@ info["modules"] = {"concept_bank": {"file": "concept_bank.pt",
 PYEOF
 expect_error width "\[error\].*gives text of width $(( $("$PY" -c "import json;print(json.load(open('$BUNDLE/bundle.json'))['neck_channels'])") + 8 )) but the grounding module expects" \
   student_concepts="$WORK/widebank"
+# A bundle without a grounding module.
+mkdir "$WORK/nogrounding"
+cp "$BUNDLE"/*.pt "$WORK/nogrounding/"
+"$PY" -c "import json,sys; b=json.load(open('$BUNDLE/bundle.json')); del b['modules']['grounding']; json.dump(b, open('$WORK/nogrounding/bundle.json','w'))"
+expect_error nogrounding "\[error\].*grounding" teacher.bundle="$WORK/nogrounding"
 echo "concept smoke ok"
