@@ -24,9 +24,6 @@ RunContext RunContext::open(const std::string& dir, const std::string& device, c
   RunContext rc;
   INSTINCT_CHECK(!dir.empty(), "run_dir must not be empty");
   rc.dir = dir;
-  std::error_code ec;
-  fs::create_directories(dir + "/checkpoints", ec);
-  INSTINCT_CHECK(!ec, "run_dir '", dir, "' cannot be created: ", ec.message());
   at::set_num_threads(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())));
   if (device == "auto") {
     rc.device = torch::cuda::is_available() ? at::Device(at::kCUDA) : at::Device(at::kCPU);
@@ -59,7 +56,12 @@ RunContext RunContext::open(const std::string& dir, const std::string& device, c
   return rc;
 }
 
-void RunContext::write_resolved_config(const std::string& yaml) const { io::write_file_atomic(dir + "/config.yaml", yaml); }
+void RunContext::write_resolved_config(const std::string& yaml) const {
+  std::error_code ec;
+  fs::create_directories(dir + "/checkpoints", ec);
+  INSTINCT_CHECK(!ec, "run_dir '", dir, "' cannot be created: ", ec.message());
+  io::write_file_atomic(dir + "/config.yaml", yaml);
+}
 
 void resolve_student_shape(model::VitConfig& s, const teacher::BundleInfo& info) {
   s = model::resolve_preset([&] {

@@ -2,8 +2,9 @@
 # instinct-train concept end to end on a tiny toy world with the fixture teacher: metrics.jsonl has
 # train rows with every loss term and eval / eval_ema rows with the agreement metrics; resuming from
 # a mid-run checkpoint reproduces the uninterrupted run's per-step losses and final trunk;
-# instinct-eval scores the resulting trunk; bad vocabularies and a student concept bank of the wrong
-# width are one-line errors at start-up.
+# instinct-eval scores the resulting trunk; pairs without teacher targets train presence only; an
+# unknown vocabulary concept, a student concept bank of the wrong width and a bundle without grounding
+# are one-line errors at start-up that leave no run directory behind.
 source "$(dirname "$0")/common.sh"
 "$PY" "$INSTINCT_SOURCE_DIR/scripts/make_toy_world.py" --out "$WORK/world" --train 20 --val 6 --seed 3 > /dev/null
 common=(teacher.bundle="$BUNDLE" data.root="$WORK/world/train" "${TINY[@]}" init.from=random optim.max_steps=6
@@ -66,6 +67,7 @@ expect_error() {  # expect_error NAME REGEX overrides...
   local rc=$?
   set -e
   [ $rc -eq 2 ] && grep -qE "$re" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name: rc=$rc, expected 2 and /$re/"; }
+  [ ! -e "$WORK/bad_$name" ] || fail "$name: a start-up error left run_dir $WORK/bad_$name behind"
 }
 expect_error vocab "\[error\].*'zebra' is not in the teacher bundle's concept bank" "concepts.vocabulary=[zebra]"
 "$PY" - "$BUNDLE" "$WORK/widebank" <<'PYEOF'

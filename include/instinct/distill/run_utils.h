@@ -36,11 +36,13 @@ struct RunContext {
   bool autocast = false;     ///< bf16 autocast on CUDA
   std::string resume_from;   ///< checkpoint to resume from ("" = fresh run)
 
-  /// Creates `dir`, picks the device ("auto" = CUDA when available), sets CPU threads, and finds
-  /// the checkpoint to resume from per `resume` (auto | never | path). Errors are one line.
+  /// Picks the device ("auto" = CUDA when available), sets CPU threads, and finds the checkpoint to
+  /// resume from per `resume` (auto | never | path). Creates nothing: the directory appears with
+  /// write_resolved_config(), once the run has been set up, so a start-up error leaves no empty run
+  /// directory behind. Errors are one line.
   static RunContext open(const std::string& dir, const std::string& device, const std::string& precision,
                          int threads, const std::string& resume);
-  /// Writes `yaml` to <dir>/config.yaml atomically.
+  /// Creates <dir>/checkpoints and writes `yaml` to <dir>/config.yaml atomically.
   void write_resolved_config(const std::string& yaml) const;
 };
 
