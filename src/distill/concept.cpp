@@ -184,7 +184,22 @@ int run_concept(const ConceptConfig& cfg_in) {
                                                           : int64_t(cfg.optim.warmup_epochs * double(steps_per_epoch));
   const double peak_lr = cfg.optim.base_lr * double(int64_t(cfg.batch_size) * accum) / double(cfg.optim.base_batch);
 
-  AdamW opt(trainable_parameters(*student), cfg.optim);
+  // Region-text projection of the student's query embeddings (a training aid, not part of the released
+  // trunk): identity-initialised, trained with the trunk, saved in checkpoints under 'heads'.
+  torch::nn::Linear align_proj(tinfo.neck_channels, tinfo.neck_channels);
+  {
+    torch::NoGradGuard ng;
+    align_proj->weight.copy_(torch::eye(tinfo.neck_channels));
+    align_proj->bias.zero_();
+  }
+  align_proj->to(run.device);
+  auto params = trainable_parameters(*student);
+  std::vector<std::pair<std::string, at::Tensor>> heads;
+  if (L.w_align > 0) {
+    heads = {{"align_proj.weight", align_proj->weight}, {"align_proj.bias", align_proj->bias}};
+    params.insert(params.end(), heads.begin(), heads.end());
+  }
+  AdamW opt(params, cfg.optim);
   std::unique_ptr<Ema> ema;
   if (cfg.ema.enabled) {
     ema_model = model::StudentTrunk(cfg.student);
@@ -194,7 +209,7 @@ int run_concept(const ConceptConfig& cfg_in) {
   TrainState st;
   if (!run.resume_from.empty()) {
     if (cfg.ema.enabled) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema);
-    st = load_checkpoint(run.resume_from, *student, opt, ema.get(), ema ? ema_model.get() : nullptr);
+    st = load_checkpoint(run.resume_from, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, heads);
     spdlog::info("resumed from {} at step {} (epoch {}, batch {})", run.resume_from, st.step, st.epoch, st.batch_in_epoch);
   } else {
     if (cfg.init.from == "random")
@@ -372,7 +387,7 @@ int run_concept(const ConceptConfig& cfg_in) {
   };
   CheckpointKeeper keeper(cfg.run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best);
   auto save_ckpt = [&](bool best) {
-    keeper.save(st, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, config::to_yaml(cfg), "concept", best);
+    keeper.save(st, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, config::to_yaml(cfg), "concept", best, heads);
   };
   if (st.step == 0 && st.epoch == 0 && st.batch_in_epoch == 0) log_eval("eval", evaluate(*student));
 
@@ -471,7 +486,7 @@ int run_concept(const ConceptConfig& cfg_in) {
           auto uids = sid_t.index_select(0, torch::tensor(uniq, torch::kLong).to(run.device));
           auto [ut, up] = text_of(student_bank, uids);
           auto concepts = pool_text_embeddings(ut.to(torch::kFloat), up).detach();
-          l["align"] = region_text_loss(s.queries.to(torch::kFloat), matches, torch::tensor(pc, torch::kLong).to(run.device),
+          l["align"] = region_text_loss(align_proj->forward(s.queries.to(torch::kFloat)), matches, torch::tensor(pc, torch::kLong).to(run.device),
                                         concepts, L.align_tau);
         } else {
           l["align"] = torch::zeros({}, images.options());

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -97,7 +98,8 @@ CheckpointKeeper::CheckpointKeeper(std::string run_dir, int keep_last, bool keep
 
 void CheckpointKeeper::save(const TrainState& st, model::StudentTrunkImpl& student, const AdamW& opt, const Ema* ema,
                             model::StudentTrunkImpl* ema_model, const std::string& config_yaml,
-                            const std::string& stage, bool best) {
+                            const std::string& stage, bool best,
+                            const std::vector<std::pair<std::string, at::Tensor>>& heads) {
   c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
   d.insert("trunk", io::tensor_dict(model::state_dict(student)));
   const std::string bb = model::backbone_name(student.config());
@@ -122,6 +124,11 @@ void CheckpointKeeper::save(const TrainState& st, model::StudentTrunkImpl& stude
     d.insert("rng", gen.get_state());
   }
   d.insert("config", config_yaml);
+  if (!heads.empty()) {
+    io::TensorList h;
+    for (const auto& [k, v] : heads) h.emplace_back(k, v.detach());
+    d.insert("heads", io::tensor_dict(h));
+  }
   char name[64];
   std::snprintf(name, sizeof name, "step_%08lld.pt", (long long)st.step);
   const std::string path = dir_ + "/" + name;
@@ -152,7 +159,8 @@ std::string latest_checkpoint(const std::string& run_dir) {
 }
 
 TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& student, AdamW& opt, Ema* ema,
-                           model::StudentTrunkImpl* ema_model) {
+                           model::StudentTrunkImpl* ema_model,
+                           const std::vector<std::pair<std::string, at::Tensor>>& heads) {
   auto obj = io::load_object(path);
   auto get = [&](const char* k) { return io::dict_get(obj, k, path); };
   model::load_state_dict_strict(student, io::to_tensor_list(get("trunk"), path + " ['trunk']"), path);
@@ -166,6 +174,19 @@ TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& stu
     INSTINCT_CHECK(obj.toGenericDict().contains("ema"), path, ": EMA is enabled but the checkpoint has no 'ema' weights");
     model::load_state_dict_strict(*ema_model, io::to_tensor_list(get("ema"), path + " ['ema']"), path);
     ema->set_updates(get("ema_updates").toInt());
+  }
+  if (!heads.empty()) {
+    INSTINCT_CHECK(obj.toGenericDict().contains("heads"), path, ": the checkpoint has no 'heads' (written by another trainer?)");
+    std::map<std::string, at::Tensor> saved;
+    for (auto& [k, v] : io::to_tensor_list(get("heads"), path + " ['heads']")) saved[k] = v;
+    torch::NoGradGuard ng;
+    for (const auto& [k, v] : heads) {
+      auto it = saved.find(k);
+      INSTINCT_CHECK(it != saved.end(), path, ": 'heads' has no '", k, "'");
+      INSTINCT_CHECK(it->second.sizes() == v.sizes(), path, ": heads['", k, "'] has shape ", it->second.sizes(),
+                     ", expected ", v.sizes());
+      v.copy_(it->second);
+    }
   }
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());

@@ -38,6 +38,8 @@ tb = torch.load(f"{sys.argv[2]}/trunk.pt", weights_only=True)["trunk"]
 assert max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta) <= 1e-5
 ck = torch.load(f"{sys.argv[1]}/checkpoints/step_00000006.pt", weights_only=True)
 assert ck["stage"] == "concept", ck["stage"]
+w = ck["heads"]["align_proj.weight"]  # the region-text projection: identity at start, trained since
+assert w.shape[0] == w.shape[1] and not torch.equal(w, torch.eye(w.shape[0])), "projection not trained/saved"
 print("concept resume reproduces the uninterrupted run")
 PYEOF
 # The concept student evaluates like any trunk.

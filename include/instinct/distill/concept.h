@@ -50,7 +50,7 @@ struct ConceptLossConfig {
   double w_memory = 1.0;        ///< CLoCK memory KD (box-area weighted squared error on the encoder memory)
   double clock_alpha = 5e-5;    ///< CLoCK foreground weight
   double clock_beta = 1e-7;     ///< CLoCK background weight
-  double w_align = 0.1;         ///< region-text InfoNCE between matched query embeddings and concept embeddings
+  double w_align = 0.1;         ///< region-text InfoNCE between projected matched query embeddings and concept embeddings
   double align_tau = 0.07;      ///< InfoNCE temperature
   double w_trunk = 0.0;         ///< Stage-A trunk regulariser: Stage A's loss (1 - cosine + channel-summed squared error) to the teacher trunk
   MatchCost match;              ///< Hungarian cost (2 focal class + 5 L1 + 2 (-GIoU))

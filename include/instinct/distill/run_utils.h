@@ -63,8 +63,11 @@ std::string dataset_fingerprint(const data::Dataset& ds);
 class CheckpointKeeper {
  public:
   CheckpointKeeper(std::string run_dir, int keep_last, bool keep_best);
+  /// `heads`: trainer-specific auxiliary weights (e.g. concept's region-text projection), stored
+  /// under 'heads' when non-empty.
   void save(const TrainState& st, model::StudentTrunkImpl& student, const AdamW& opt, const Ema* ema,
-            model::StudentTrunkImpl* ema_model, const std::string& config_yaml, const std::string& stage, bool best);
+            model::StudentTrunkImpl* ema_model, const std::string& config_yaml, const std::string& stage, bool best,
+            const std::vector<std::pair<std::string, at::Tensor>>& heads = {});
 
  private:
   std::string dir_;
@@ -76,8 +79,11 @@ class CheckpointKeeper {
 std::string latest_checkpoint(const std::string& run_dir);
 
 /// Restores student, optimizer, EMA, RNG and progress from a checkpoint written by CheckpointKeeper.
+/// `heads` (when non-empty): tensors restored in place, by name, from the checkpoint's 'heads'
+/// (missing names or shape mismatches are errors).
 TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& student, AdamW& opt, Ema* ema,
-                           model::StudentTrunkImpl* ema_model);
+                           model::StudentTrunkImpl* ema_model,
+                           const std::vector<std::pair<std::string, at::Tensor>>& heads = {});
 
 /// Appends one JSON object per line to metrics.jsonl. On resume, rows after `resume_step` (written
 /// after the checkpoint by an interrupted run) are dropped first so the log has no duplicates.
