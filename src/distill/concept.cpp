@@ -127,6 +127,17 @@ int run_concept(const ConceptConfig& cfg_in) {
     sbank->to(run.device);
   }
   const teacher::TeacherBundle& student_bank = sbank ? *sbank : teacher;
+  // The student's detector neck: the teacher's (frozen) or, with train_neck, a trainable copy.
+  std::unique_ptr<teacher::TeacherBundle> sneck;
+  if (cfg.train_neck) {
+    teacher::BundleLoadOptions no;
+    no.modules = {"detector_neck"};
+    no.verify_hashes = cfg.teacher.verify_hashes;
+    sneck = std::make_unique<teacher::TeacherBundle>(teacher::TeacherBundle::load(cfg.teacher.bundle, no));
+    sneck->to(run.device);
+    for (auto& [name, p] : sneck->named_parameters("detector_neck")) p.requires_grad_(true);
+  }
+  const teacher::TeacherBundle& student_neck = sneck ? *sneck : teacher;
 
   // Vocabulary: names -> ids in the teacher bank and in the student bank.
   std::vector<std::string> vocab = cfg.concepts.vocabulary.empty() ? tinfo.concepts : cfg.concepts.vocabulary;
@@ -195,10 +206,10 @@ int run_concept(const ConceptConfig& cfg_in) {
   align_proj->to(run.device);
   auto params = trainable_parameters(*student);
   std::vector<std::pair<std::string, at::Tensor>> heads;
-  if (L.w_align > 0) {
-    heads = {{"align_proj.weight", align_proj->weight}, {"align_proj.bias", align_proj->bias}};
-    params.insert(params.end(), heads.begin(), heads.end());
-  }
+  if (L.w_align > 0) heads = {{"align_proj.weight", align_proj->weight}, {"align_proj.bias", align_proj->bias}};
+  if (sneck)
+    for (auto& [name, p] : sneck->named_parameters("detector_neck")) heads.emplace_back("detector_neck." + name, p);
+  params.insert(params.end(), heads.begin(), heads.end());
   AdamW opt(params, cfg.optim);
   std::unique_ptr<Ema> ema;
   if (cfg.ema.enabled) {
@@ -234,7 +245,7 @@ int run_concept(const ConceptConfig& cfg_in) {
   auto student_fpn = [&](model::StudentTrunkImpl& m, const at::Tensor& images, at::Tensor* feats) {
     auto f = m.forward(resize_images(images, m.config().img_size));
     if (feats) *feats = f;
-    auto [a, b, c] = teacher.detector_neck(f);
+    auto [a, b, c] = student_neck.detector_neck(f);
     return Fpn{a, b, c};
   };
   auto text_of = [&](const teacher::TeacherBundle& bank, const at::Tensor& ids_in_bank) { return bank.concepts(ids_in_bank); };
@@ -586,7 +597,9 @@ int run_concept(const ConceptConfig& cfg_in) {
   }
   model::save_trunk_file(cfg.run_dir + "/trunk.pt", *student);
   if (ema) model::save_trunk_file(cfg.run_dir + "/trunk_ema.pt", *ema_model);
-  spdlog::info("done: {} steps; student trunk written to {}/trunk.pt{}", st.step, cfg.run_dir, ema ? " (EMA: trunk_ema.pt)" : "");
+  if (sneck) sneck->save_module("detector_neck", cfg.run_dir + "/detector_neck.pt");
+  spdlog::info("done: {} steps; student trunk written to {}/trunk.pt{}{}", st.step, cfg.run_dir, ema ? " (EMA: trunk_ema.pt)" : "",
+               sneck ? ", fine-tuned neck to detector_neck.pt" : "");
   return 0;
 }
 

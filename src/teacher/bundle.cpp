@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "instinct/common/error.h"
+#include "instinct/io/atomic_file.h"
 #include "instinct/io/sha256.h"
 
 namespace instinct::teacher {
@@ -335,6 +336,18 @@ int64_t TeacherBundle::num_parameters(const std::string& key) const {
   int64_t n = 0;
   for (const auto& p : impl_->get(key).parameters()) n += p.numel();
   return n;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> TeacherBundle::named_parameters(const std::string& key) const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : impl_->get(key).named_parameters()) out.emplace_back(p.name, p.value);
+  return out;
+}
+
+void TeacherBundle::save_module(const std::string& key, const std::string& path) const {
+  std::ostringstream buf;
+  impl_->get(key).save(buf);
+  io::write_file_atomic(path, buf.str());
 }
 
 at::Tensor TeacherBundle::trunk(const at::Tensor& pixels) const { return impl_->run("trunk", {pixels}, 1)[0]; }

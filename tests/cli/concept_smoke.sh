@@ -2,7 +2,8 @@
 # instinct-train concept end to end on a tiny toy world with the fixture teacher: metrics.jsonl has
 # train rows with every loss term and eval / eval_ema rows with the agreement metrics; resuming from
 # a mid-run checkpoint reproduces the uninterrupted run's per-step losses and final trunk;
-# instinct-eval scores the resulting trunk; pairs without teacher targets train presence only; an
+# instinct-eval scores the resulting trunk; pairs without teacher targets train presence only;
+# train_neck fine-tunes and saves a copy of the neck; an
 # unknown vocabulary concept, a student concept bank of the wrong width and a bundle without grounding
 # are one-line errors at start-up that leave no run directory behind.
 source "$(dirname "$0")/common.sh"
@@ -60,6 +61,26 @@ for r in train:
         assert r[k] == 0, (k, r[k])
     assert r["loss_presence"] > 0 and r["loss_class"] > 0 and r["loss"] == r["loss"]
 print("no-target pairs train presence and no-object only")
+PYEOF
+# train_neck: a copy of the detector neck is fine-tuned and saved; the bundle's own file is untouched.
+"$TRAIN" concept "${common[@]}" run_dir="$WORK/neck" train_neck=true optim.max_steps=3 eval.every=0 \
+  > "$WORK/neck.log" 2>&1 || { cat "$WORK/neck.log"; fail "train_neck run"; }
+"$PY" - "$WORK/neck" "$BUNDLE" <<'PYEOF'
+import hashlib, json, sys, torch
+run, bundle = sys.argv[1], sys.argv[2]
+info = json.load(open(f"{bundle}/bundle.json"))
+f = info["modules"]["detector_neck"]["file"]
+assert hashlib.sha256(open(f"{bundle}/{f}", "rb").read()).hexdigest() == info["modules"]["detector_neck"]["sha256"]
+orig = dict(torch.jit.load(f"{bundle}/{f}").named_parameters())
+tuned = dict(torch.jit.load(f"{run}/detector_neck.pt").named_parameters())
+assert orig.keys() == tuned.keys()
+assert any(not torch.equal(orig[k], tuned[k]) for k in orig), "neck did not change"
+x = torch.randn(1, info["trunk"]["channels"], info["trunk"]["grid"], info["trunk"]["grid"])
+outs = torch.jit.load(f"{run}/detector_neck.pt")(x)
+assert len(outs) == 3 and outs[2].shape[-1] == info["trunk"]["grid"]
+ck = torch.load(f"{run}/checkpoints/step_00000003.pt", weights_only=True)
+assert all(f"detector_neck.{k}" in ck["heads"] for k in orig)
+print("fine-tuned neck saved; bundle untouched")
 PYEOF
 # Bad input: one-line errors, exit code 2.
 expect_error() {  # expect_error NAME REGEX overrides...

@@ -90,6 +90,7 @@ struct ConceptConfig {
   bool profile = false;                  ///< CUDA: synchronise at phase boundaries so the step-time split is exact (CPU: always exact)
   TeacherConfig teacher;
   std::string student_concepts;          ///< bundle directory whose concept_bank prompts the student; empty = the teacher's
+  bool train_neck = false;               ///< also fine-tune a copy of the detector neck (saved as <run_dir>/detector_neck.pt)
   model::VitConfig student;
   InitConfig init;                       ///< usually from: instinct, path: a Stage A trunk.pt
   DataConfig data;
@@ -111,6 +112,7 @@ struct ConceptConfig {
     v("profile", profile, "CUDA: sync at phase boundaries for an exact step-time split");
     v("teacher", teacher, "");
     v("student_concepts", student_concepts, "bundle dir with the student's concept_bank; empty = teacher's");
+    v("train_neck", train_neck, "fine-tune a copy of the detector neck too (run_dir/detector_neck.pt)");
     v("student", student, "");
     v("init", init, "");
     v("data", data, "");

@@ -83,6 +83,12 @@ class TeacherBundle {
   bool has(const std::string& key) const;
   /// Number of parameter elements of loaded module `key` (throws if not loaded).
   int64_t num_parameters(const std::string& key) const;
+  /// Named parameters of loaded module `key`, as shared handles. Used to fine-tune a separately
+  /// loaded copy (set requires_grad and update in place); the modules stay frozen otherwise.
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters(const std::string& key) const;
+  /// Writes loaded module `key` as TorchScript to `path` atomically (e.g. a fine-tuned neck that
+  /// replaces the bundle's file).
+  void save_module(const std::string& key, const std::string& path) const;
   /// Moves every loaded module to `device` (inputs must then live there too).
   void to(const at::Device& device);
 
