@@ -16,17 +16,11 @@
 #include <opencv2/core.hpp>
 
 #include "instinct/common/error.h"
+#include "instinct/common/random.h"
 
 namespace instinct::data {
 
 namespace {
-
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 uint64_t mix(uint64_t a, uint64_t b) {
   uint64_t s = a;

@@ -10,6 +10,7 @@
 
 #include "instinct/common/error.h"
 #include "instinct/common/progress.h"
+#include "instinct/common/random.h"
 #include "instinct/common/signals.h"
 #include "instinct/compat.h"
 #include "instinct/config/config.h"
@@ -22,21 +23,6 @@ namespace instinct::distill {
 using json = nlohmann::json;
 
 namespace {
-
-// Portable deterministic generator (std distributions differ between standard libraries).
-struct SplitMix {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  template <class T>
-  void shuffle(std::vector<T>& v) {
-    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[next() % i]);
-  }
-};
 
 // Grounding outputs for P pairs with logits/presence squeezed: logits (P,Q), presence (P).
 struct Ground {
@@ -187,13 +173,10 @@ int run_concept(const ConceptConfig& cfg_in) {
   const int64_t batches_per_epoch = loader.batches_per_epoch();
   INSTINCT_CHECK(batches_per_epoch > 0, "data: ", datasets.first->size(), " training images give no full batch of ",
                  cfg.batch_size, " (lower batch_size)");
-  const int accum = std::max(1, cfg.optim.accum_steps);
-  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / accum);
-  const int64_t total_steps = cfg.optim.max_steps > 0 ? cfg.optim.max_steps
-                                                      : int64_t(std::ceil(cfg.optim.epochs * double(steps_per_epoch)));
-  const int64_t warmup_steps = cfg.optim.warmup_steps > 0 ? cfg.optim.warmup_steps
-                                                          : int64_t(cfg.optim.warmup_epochs * double(steps_per_epoch));
-  const double peak_lr = cfg.optim.base_lr * double(int64_t(cfg.batch_size) * accum) / double(cfg.optim.base_batch);
+  const StepPlan plan = plan_steps(cfg.optim, batches_per_epoch, cfg.batch_size);
+  const int accum = plan.accum;
+  const int64_t total_steps = plan.total_steps, warmup_steps = plan.warmup_steps;
+  const double peak_lr = plan.peak_lr;
 
   // Region-text projection of the student's query embeddings (a training aid, not part of the released
   // trunk): identity-initialised, trained with the trunk, saved in checkpoints under 'heads'.
@@ -259,14 +242,14 @@ int run_concept(const ConceptConfig& cfg_in) {
     auto [text, pad] = text_of(teacher, tid_t.index_select(0, vi).repeat({B}));
     return ground(teacher, fpn, img, text, pad).scores().amax(1).view({B, n}).cpu();
   };
-  auto pick_pairs = [&](const at::Tensor& top, const std::vector<int64_t>& scan, SplitMix& rng) {
+  auto pick_pairs = [&](const at::Tensor& top, const std::vector<int64_t>& scan, uint64_t& rng) {
     std::vector<Pair> pairs;
     for (int64_t b = 0; b < top.size(0); ++b) {
       std::vector<int64_t> pos, neg;
       for (size_t k = 0; k < scan.size(); ++k)
         (top[b][int64_t(k)].item<double>() >= cfg.concepts.positive_threshold ? pos : neg).push_back(scan[k]);
-      rng.shuffle(pos);
-      rng.shuffle(neg);
+      portable_shuffle(pos, rng);
+      portable_shuffle(neg, rng);
       pos.resize(std::min(pos.size(), size_t(cfg.concepts.positives)));
       const size_t n_neg = std::min(neg.size(), size_t(std::max<double>(cfg.concepts.min_negatives,
                                                                         std::lround(cfg.concepts.negative_ratio * double(pos.size())))));
@@ -304,7 +287,7 @@ int run_concept(const ConceptConfig& cfg_in) {
     elc.pin_memory = false;
     data::Loader el(datasets.second, pre, elc);
     el.start_epoch(0);
-    SplitMix rng{uint64_t(cfg.seed) ^ 0xe7a1ULL};
+    uint64_t rng{uint64_t(cfg.seed) ^ 0xe7a1ULL};
     int64_t n_pos = 0, n_pairs = 0;
     while (auto b = el.next()) {
       auto images = b->images.to(run.device);
@@ -318,7 +301,7 @@ int run_concept(const ConceptConfig& cfg_in) {
           if (top[i][int64_t(k)].item<double>() >= cfg.concepts.positive_threshold) pairs.push_back({i, int64_t(k), true});
           else neg.push_back(int64_t(k));
         }
-        rng.shuffle(neg);
+        portable_shuffle(neg, rng);
         if (!neg.empty()) pairs.push_back({i, neg[0], false});
       }
       if (pairs.empty()) continue;
@@ -448,12 +431,12 @@ int run_concept(const ConceptConfig& cfg_in) {
       auto images = batch->images.to(run.device, /*non_blocking=*/true);
       const int64_t B = images.size(0);
       // Concept sampling from the teacher's view of the vocabulary (deterministic in seed, epoch, batch).
-      SplitMix rng{uint64_t(cfg.seed) * 0x100000001b3ULL ^ uint64_t(epoch) << 32 ^ uint64_t(batch->batch_index)};
+      uint64_t rng{uint64_t(cfg.seed) * 0x100000001b3ULL ^ uint64_t(epoch) << 32 ^ uint64_t(batch->batch_index)};
       at::Tensor tfeat;
       auto tfpn = teacher_fpn(images, L.w_trunk > 0 ? &tfeat : nullptr);
       std::vector<int64_t> scan = full_scan;
       if (cfg.concepts.scan > 0 && size_t(cfg.concepts.scan) < scan.size()) {
-        rng.shuffle(scan);
+        portable_shuffle(scan, rng);
         scan.resize(size_t(cfg.concepts.scan));
         std::sort(scan.begin(), scan.end());
       }
@@ -561,27 +544,13 @@ int run_concept(const ConceptConfig& cfg_in) {
       if (last_row.empty()) std::snprintf(fields, sizeof fields, "loss - | lr %.2e", lr);
       else std::snprintf(fields, sizeof fields, "loss %.4g | mask %.3f | cls %.3f | lr %.2e", last_row["loss"], last_row["mask"], last_row["class"], lr);
       progress.update(st.step, fields, double(images_seen), "img");
-      bool best = false;
-      if ((cfg.eval.every > 0 && st.step % cfg.eval.every == 0) || last) {
-        progress.finish();
+      auto eval_both = [&] {
         auto r = evaluate(*student);
         log_eval("eval", r);
         if (ema) log_eval("eval_ema", evaluate(*ema_model));
-        const double m = r["concept_mask_iou"].get<double>();
-        best = m > st.best_metric;
-        if (best) st.best_metric = m;
-      }
-      if ((cfg.checkpoint.every > 0 && st.step % cfg.checkpoint.every == 0) || last || best) {
-        st.epoch = epoch;
-        save_ckpt(best);
-      }
-      if ((stopped = stop_signal()) != 0) {
-        progress.finish();
-        st.epoch = epoch;
-        spdlog::warn("signal {} received: writing a checkpoint at step {} and stopping", stopped, st.step);
-        save_ckpt(false);
-        break;
-      }
+        return r["concept_mask_iou"].get<double>();
+      };
+      if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt)) != 0) break;
     }
     if (!stopped && st.step < total_steps) {
       ++epoch;
@@ -590,17 +559,13 @@ int run_concept(const ConceptConfig& cfg_in) {
     }
   }
   progress.finish();
-  if (loader.num_skipped() > 0) spdlog::warn("{} unreadable images were skipped (see warnings above)", loader.num_skipped());
-  if (stopped) {
-    spdlog::info("stopped at step {}/{}; run the same command again to resume", st.step, total_steps);
-    return 128 + stopped;
+  const int rc = finish_run(stopped, st, total_steps, loader.num_skipped(), cfg.run_dir, *student,
+                            ema ? ema_model.get() : nullptr);
+  if (rc == 0 && sneck) {
+    sneck->save_module("detector_neck", cfg.run_dir + "/detector_neck.pt");
+    spdlog::info("fine-tuned detector neck written to {}/detector_neck.pt", cfg.run_dir);
   }
-  model::save_trunk_file(cfg.run_dir + "/trunk.pt", *student);
-  if (ema) model::save_trunk_file(cfg.run_dir + "/trunk_ema.pt", *ema_model);
-  if (sneck) sneck->save_module("detector_neck", cfg.run_dir + "/detector_neck.pt");
-  spdlog::info("done: {} steps; student trunk written to {}/trunk.pt{}{}", st.step, cfg.run_dir, ema ? " (EMA: trunk_ema.pt)" : "",
-               sneck ? ", fine-tuned neck to detector_neck.pt" : "");
-  return 0;
+  return rc;
 }
 
 }  // namespace instinct::distill

@@ -126,6 +126,53 @@ at::Tensor resize_images(const at::Tensor& images, int size) {
   return F::interpolate(images, F::InterpolateFuncOptions().size(std::vector<int64_t>{size, size}).mode(torch::kBilinear).align_corners(false));
 }
 
+StepPlan plan_steps(const OptimConfig& o, int64_t batches_per_epoch, int batch_size) {
+  StepPlan p;
+  p.accum = std::max(1, o.accum_steps);
+  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / p.accum);
+  p.total_steps = o.max_steps > 0 ? o.max_steps : int64_t(std::ceil(o.epochs * double(steps_per_epoch)));
+  p.warmup_steps = o.warmup_steps > 0 ? o.warmup_steps : int64_t(o.warmup_epochs * double(steps_per_epoch));
+  p.peak_lr = o.base_lr * double(int64_t(batch_size) * p.accum) / double(o.base_batch);
+  return p;
+}
+
+int finish_step(TrainState& st, int64_t epoch, bool last, const EvalConfig& eval, const CheckpointConfig& checkpoint,
+                Progress& progress, const std::function<double()>& evaluate, const std::function<void(bool)>& save) {
+  bool best = false;
+  if ((eval.every > 0 && st.step % eval.every == 0) || last) {
+    progress.finish();
+    const double m = evaluate();
+    best = m > st.best_metric;
+    if (best) st.best_metric = m;
+  }
+  if ((checkpoint.every > 0 && st.step % checkpoint.every == 0) || last || best) {
+    st.epoch = epoch;
+    save(best);
+  }
+  const int stopped = stop_signal();
+  if (stopped != 0) {
+    progress.finish();
+    st.epoch = epoch;
+    spdlog::warn("signal {} received: writing a checkpoint at step {} and stopping", stopped, st.step);
+    save(false);
+  }
+  return stopped;
+}
+
+int finish_run(int stopped, const TrainState& st, int64_t total_steps, int64_t skipped_images,
+               const std::string& run_dir, model::StudentTrunkImpl& student, model::StudentTrunkImpl* ema_model) {
+  if (skipped_images > 0) spdlog::warn("{} unreadable images were skipped (see warnings above)", skipped_images);
+  if (stopped) {
+    spdlog::info("stopped at step {}/{}; run the same command again to resume", st.step, total_steps);
+    return 128 + stopped;
+  }
+  model::save_trunk_file(run_dir + "/trunk.pt", student);
+  if (ema_model) model::save_trunk_file(run_dir + "/trunk_ema.pt", *ema_model);
+  spdlog::info("done: {} steps; student trunk written to {}/trunk.pt{}", st.step, run_dir,
+               ema_model ? " (EMA: trunk_ema.pt)" : "");
+  return 0;
+}
+
 int run_stage_a(const StageAConfig& cfg_in) {
   StageAConfig cfg = cfg_in;
   RunContext run = RunContext::open(cfg.run_dir, cfg.device, cfg.precision, cfg.threads, cfg.checkpoint.resume);
@@ -170,14 +217,10 @@ int run_stage_a(const StageAConfig& cfg_in) {
   const int64_t batches_per_epoch = loader.batches_per_epoch();
   INSTINCT_CHECK(batches_per_epoch > 0, "data: ", train_set->size(), " training images give no full batch of ",
                  cfg.batch_size, " (lower batch_size)");
-  const int accum = std::max(1, cfg.optim.accum_steps);
-  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / accum);
-  const int64_t total_steps = cfg.optim.max_steps > 0 ? cfg.optim.max_steps
-                                                      : int64_t(std::ceil(cfg.optim.epochs * double(steps_per_epoch)));
-  const int64_t warmup_steps = cfg.optim.warmup_steps > 0 ? cfg.optim.warmup_steps
-                                                          : int64_t(cfg.optim.warmup_epochs * double(steps_per_epoch));
-  const int64_t global_batch = int64_t(cfg.batch_size) * accum;
-  const double peak_lr = cfg.optim.base_lr * double(global_batch) / double(cfg.optim.base_batch);
+  const StepPlan plan = plan_steps(cfg.optim, batches_per_epoch, cfg.batch_size);
+  const int accum = plan.accum;
+  const int64_t total_steps = plan.total_steps, warmup_steps = plan.warmup_steps;
+  const double peak_lr = plan.peak_lr;
 
   // Optimiser, EMA, state restoration.
   AdamW opt(trainable_parameters(*student), cfg.optim);
@@ -366,26 +409,13 @@ int run_stage_a(const StageAConfig& cfg_in) {
       if (std::isnan(win_loss)) std::snprintf(fields, sizeof fields, "loss - | cos - | lr %.2e", lr);
       else std::snprintf(fields, sizeof fields, "loss %.4g | cos %.4f | lr %.2e", win_loss, win_cosine, lr);
       progress.update(st.step, fields, double(images_seen), "img");
-      bool best = false;
-      if ((cfg.eval.every > 0 && st.step % cfg.eval.every == 0) || last) {
-        progress.finish();
+      auto eval_both = [&] {
         auto r = evaluate(*student);
         log_eval("eval", r);
         if (ema) log_eval("eval_ema", evaluate(*ema_model));
-        best = r.cosine > st.best_metric;
-        if (best) st.best_metric = r.cosine;
-      }
-      if ((cfg.checkpoint.every > 0 && st.step % cfg.checkpoint.every == 0) || last || best) {
-        st.epoch = epoch;
-        save_ckpt(best);
-      }
-      if ((stopped = stop_signal()) != 0) {
-        progress.finish();
-        st.epoch = epoch;
-        spdlog::warn("signal {} received: writing a checkpoint at step {} and stopping", stopped, st.step);
-        save_ckpt(false);
-        break;
-      }
+        return r.cosine;
+      };
+      if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt)) != 0) break;
     }
     if (!stopped && st.step < total_steps) {
       ++epoch;
@@ -395,17 +425,8 @@ int run_stage_a(const StageAConfig& cfg_in) {
   }
   progress.finish();
   if (cache) spdlog::info("teacher-feature cache: {} images served from {}, {} stored", cache->hits(), cfg.cache.dir, cache->stored());
-  if (loader.num_skipped() > 0)
-    spdlog::warn("{} unreadable images were skipped (see warnings above)", loader.num_skipped());
-  if (stopped) {
-    spdlog::info("stopped at step {}/{}; run the same command again to resume", st.step, total_steps);
-    return 128 + stopped;
-  }
-  model::save_trunk_file(cfg.run_dir + "/trunk.pt", *student);
-  if (ema) model::save_trunk_file(cfg.run_dir + "/trunk_ema.pt", *ema_model);
-  spdlog::info("done: {} steps; student trunk written to {}/trunk.pt{}", st.step, cfg.run_dir,
-               ema ? " (EMA: trunk_ema.pt)" : "");
-  return 0;
+  return finish_run(stopped, st, total_steps, loader.num_skipped(), cfg.run_dir, *student,
+                    ema ? ema_model.get() : nullptr);
 }
 
 }  // namespace instinct::distill

@@ -6,6 +6,7 @@
 
 #include "instinct/common/assignment.h"
 #include "instinct/common/error.h"
+#include "instinct/common/random.h"
 
 namespace instinct::eval {
 
@@ -61,15 +62,6 @@ CgF1Result cgf1(const std::vector<CgF1Pair>& pairs) {
   }
   return r;
 }
-
-namespace {
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-}  // namespace
 
 std::vector<int> cgf1_categories(const CocoDataset& ds, const CocoImageRecord& img, const std::vector<int>& candidates,
                                  int n_absent, uint64_t seed) {

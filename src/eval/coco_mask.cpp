@@ -137,6 +137,8 @@ Rle rle_from_string(const std::string& s, int h, int w) {
   return r;
 }
 
+Rle rle_empty(int h, int w) { return Rle{h, w, {uint32_t(h) * uint32_t(w)}}; }
+
 uint64_t rle_area(const Rle& rle) {
   uint64_t a = 0;
   for (size_t j = 1; j < rle.counts.size(); j += 2) a += rle.counts[j];

@@ -67,13 +67,6 @@ Rle to_rle(const at::Tensor& logits, const Geometry& g) {
   return rle_encode(m.data_ptr<uint8_t>(), g.h, g.w);
 }
 
-Rle empty_rle(const CocoImageRecord& img) { return Rle{img.height, img.width, {uint32_t(img.height) * uint32_t(img.width)}}; }
-
-std::pair<std::string, std::string> parse_named(const std::string& spec) {
-  const auto eq = spec.find('=');
-  if (eq != std::string::npos) return {spec.substr(0, eq), spec.substr(eq + 1)};
-  return {fs::path(spec).stem().string(), spec};
-}
 
 // Overlay panels of the first K images, written once an image's panels are complete.
 class Overlays {
@@ -172,7 +165,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
   std::vector<PromptModel> models;
   models.emplace_back("teacher", bundle);
   for (const auto& s : cfg.students) {
-    auto [name, path] = parse_named(s);
+    auto [name, path] = split_named_path(s);
     models.emplace_back(name, bundle, path, device);
   }
   ReportBuilder rb(ds, cfg.protocol, modes);
@@ -263,7 +256,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
           ScoredPrediction sp;
           sp.score = score[p].item<double>();
           sp.kept = kind != "concept" || (pr.concept >= 0 && kept[p].item<bool>());
-          sp.mask = sp.kept ? to_rle(logits[p], pr.g) : empty_rle(*pr.img);
+          sp.mask = sp.kept ? to_rle(logits[p], pr.g) : rle_empty(pr.img->height, pr.img->width);
           const double iou = rb.add(m.name(), *pr.img, pr.target, kind, sp);
           overlays.add(pr.sel, m.name(), *pr.img, pr.target, kind, sp.mask, sp.score, iou);
         }

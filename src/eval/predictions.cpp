@@ -11,16 +11,16 @@
 namespace instinct::eval {
 using json = nlohmann::json;
 
-namespace {
-Rle empty_mask(const CocoImageRecord& img) { return Rle{img.height, img.width, {uint32_t(img.height) * uint32_t(img.width)}}; }
-}  // namespace
+std::pair<std::string, std::string> split_named_path(const std::string& spec) {
+  const auto eq = spec.find('=');
+  if (eq != std::string::npos) return {spec.substr(0, eq), spec.substr(eq + 1)};
+  return {std::filesystem::path(spec).stem().string(), spec};
+}
 
 PredictionSet PredictionSet::load(const std::string& spec, const CocoDataset& ds) {
   PredictionSet ps;
-  const auto eq = spec.find('=');
-  const bool named = eq != std::string::npos;
-  ps.path_ = named ? spec.substr(eq + 1) : spec;
-  ps.name_ = named ? spec.substr(0, eq) : std::filesystem::path(ps.path_).stem().string();
+  const bool named = spec.find('=') != std::string::npos;
+  std::tie(ps.name_, ps.path_) = split_named_path(spec);
   std::ifstream f(ps.path_);
   INSTINCT_CHECK(f.good(), "predictions file '", ps.path_, "' cannot be opened");
   json root;
@@ -107,7 +107,7 @@ PredictionSet PredictionSet::load(const std::string& spec, const CocoDataset& ds
 ScoredPrediction PredictionSet::find_prompt(const CocoImageRecord& img, int64_t annotation_id, const std::string& prompt,
                                             size_t image_targets) const {
   ScoredPrediction out;
-  out.mask = empty_mask(img);
+  out.mask = rle_empty(img.height, img.width);
   auto it = by_image_prompt_.find({img.id, prompt});
   const PredictionRow* best = nullptr;
   if (it != by_image_prompt_.end()) {
@@ -131,7 +131,7 @@ ScoredPrediction PredictionSet::find_prompt(const CocoImageRecord& img, int64_t 
 
 ScoredPrediction PredictionSet::find_concept(const CocoImageRecord& img, int category_id, double threshold) const {
   ScoredPrediction out;
-  out.mask = empty_mask(img);
+  out.mask = rle_empty(img.height, img.width);
   out.kept = false;
   auto it = by_image_prompt_.find({img.id, "concept"});
   const PredictionRow* best = nullptr;

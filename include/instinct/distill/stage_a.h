@@ -6,6 +6,7 @@
 // (longest_pad preprocessing). See docs/stageA.md for the recipe, outputs and resume semantics.
 #include <ATen/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -13,7 +14,12 @@
 
 #include "instinct/data/dataset.h"
 #include "instinct/distill/optim.h"
+#include "instinct/distill/run_utils.h"
 #include "instinct/model/vit.h"
+
+namespace instinct {
+class Progress;
+}
 
 namespace instinct::distill {
 
@@ -182,6 +188,27 @@ void init_student(model::StudentTrunkImpl& student, const InitConfig& init);
 
 /// Normalised images (B,3,S,S) bilinearly resized to size x size (returned as is when S == size).
 at::Tensor resize_images(const at::Tensor& images, int size);
+
+/// Optimizer-step plan of a run: micro-batches per step, total and warm-up steps (from max_steps /
+/// warmup_steps, else from epochs), and the peak LR (base_lr scaled by global batch / base_batch).
+struct StepPlan {
+  int accum = 1;
+  int64_t total_steps = 0, warmup_steps = 0;
+  double peak_lr = 0;
+};
+StepPlan plan_steps(const OptimConfig& optim, int64_t batches_per_epoch, int batch_size);
+
+/// What follows every optimizer step in both trainers: evaluation when `eval.every` divides the step
+/// or on the last step (`evaluate` logs and returns the held-out metric, higher is better; it updates
+/// st.best_metric), a checkpoint when `checkpoint.every` divides the step, on the last step or on a
+/// new best (`save(best)`), then SIGINT/SIGTERM: checkpoint and return the signal. Returns 0 to go on.
+int finish_step(TrainState& st, int64_t epoch, bool last, const EvalConfig& eval, const CheckpointConfig& checkpoint,
+                Progress& progress, const std::function<double()>& evaluate, const std::function<void(bool)>& save);
+
+/// End of a run: warns about skipped images; when `stopped`, says how to resume and returns
+/// 128 + signal; otherwise writes <run_dir>/trunk.pt (and trunk_ema.pt when `ema_model`) and returns 0.
+int finish_run(int stopped, const TrainState& st, int64_t total_steps, int64_t skipped_images,
+               const std::string& run_dir, model::StudentTrunkImpl& student, model::StudentTrunkImpl* ema_model);
 
 /// Runs Stage A end to end (see docs/stageA.md). Returns the process exit code: 0 when training
 /// completed, 128+signal when stopped by SIGINT/SIGTERM after writing a checkpoint.

@@ -62,6 +62,9 @@ Rle rle_from_string(const std::string& s, int h, int w);
 /// Number of "on" pixels: the sum of the odd-index counts. O(runs).
 uint64_t rle_area(const Rle& rle);
 
+/// The all-zero h x w mask (one 0-run).
+Rle rle_empty(int h, int w);
+
 /// Bounding box [x, y, w, h] of the "on" pixels in pixel units (a pixel (x, y) covers
 /// [x, x+1) x [y, y+1)), exactly as pycocotools toBbox: walks the runs (no decoding); a trailing
 /// 0-run is ignored; a 1-run that spans columns makes the box full height; {0,0,0,0} when there is

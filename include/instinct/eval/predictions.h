@@ -13,6 +13,9 @@
 
 namespace instinct::eval {
 
+/// Splits "NAME=PATH" into (NAME, PATH); a bare "PATH" is named after the file stem.
+std::pair<std::string, std::string> split_named_path(const std::string& spec);
+
 /// One row of a results file.
 struct PredictionRow {
   int64_t image_id = 0;
