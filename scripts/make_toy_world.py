@@ -12,7 +12,7 @@ categories below (names = the reference teacher's concept bank entries), varied 
 textures and rotations, drawn back to front with occlusion. About 1 image in 12 also has a "crowd":
 a cluster of small shapes of one category annotated once with iscrowd=1.
 
-Masks are exact: every shape is rasterised from its geometry polygon(s) with a port of pycocotools'
+Masks are exact: every shape is rasterised from its geometry polygon(s) with scripts/coco_rle.py's port of pycocotools'
 rleFrPoly (pixel centres at integer coordinates, vertices snapped to 1/5 px), rings as outer minus
 inner polygon. A shape's annotation is its visible mask (its mask minus everything drawn later),
 and the pixels of the image inside that mask are the shape's own. Segmentations:
@@ -30,128 +30,27 @@ import io
 import json
 import math
 import pathlib
+import sys
 import time
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import coco_rle  # noqa: E402  (COCO RLE codecs with pycocotools semantics)
+
 CATEGORIES = ["circle", "square", "triangle", "star", "ring", "cross", "ellipse", "hexagon"]
 
 
-# ------------------------------------------------------------------------------------------------
-# COCO mask codecs (pycocotools semantics, written from the format description)
-# ------------------------------------------------------------------------------------------------
 def poly_to_mask(xy, h, w):
     """pycocotools rleFrPoly: polygon [x1,y1,x2,y2,...] -> bool (h, w) mask."""
-    xy = np.asarray(xy, np.float64).reshape(-1, 2)
-    k = len(xy)
-    x = np.trunc(5.0 * xy[:, 0] + 0.5).astype(np.int64)
-    y = np.trunc(5.0 * xy[:, 1] + 0.5).astype(np.int64)
-    x, y = np.append(x, x[0]), np.append(y, y[0])
-    us, vs = [], []
-    for j in range(k):
-        xs, xe, ys, ye = int(x[j]), int(x[j + 1]), int(y[j]), int(y[j + 1])
-        dx, dy = abs(xe - xs), abs(ys - ye)
-        flip = (dx >= dy and xs > xe) or (dx < dy and ys > ye)
-        if flip:
-            xs, xe, ys, ye = xe, xs, ye, ys
-        if dx >= dy:
-            s = (ye - ys) / dx if dx else 0.0
-            t = np.arange(dx + 1)
-            if flip:
-                t = dx - t
-            us.append(t + xs)
-            vs.append(np.trunc(ys + s * t + 0.5).astype(np.int64))
-        else:
-            s = (xe - xs) / dy
-            t = np.arange(dy + 1)
-            if flip:
-                t = dy - t
-            vs.append(t + ys)
-            us.append(np.trunc(xs + s * t + 0.5).astype(np.int64))
-    u, v = np.concatenate(us), np.concatenate(vs)
-    ch = np.nonzero(u[1:] != u[:-1])[0] + 1
-    xd = np.where(u[ch] < u[ch - 1], u[ch], u[ch] - 1).astype(np.float64)
-    xd = (xd + 0.5) / 5.0 - 0.5
-    yd = (np.minimum(v[ch], v[ch - 1]).astype(np.float64) + 0.5) / 5.0 - 0.5
-    keep = (np.floor(xd) == xd) & (xd >= 0) & (xd <= w - 1)
-    xd, yd = xd[keep].astype(np.int64), np.ceil(np.clip(yd[keep], 0, h)).astype(np.int64)
-    toggles = np.bincount(xd * h + yd, minlength=h * w + 1)[: h * w]
-    return (np.cumsum(toggles) % 2).astype(bool).reshape(w, h).T
-
-
-def mask_to_counts(mask):
-    """bool (h, w) -> uncompressed RLE counts (column-major, starting with a 0-run)."""
-    flat = np.asarray(mask, bool).T.reshape(-1)
-    change = np.nonzero(flat[1:] != flat[:-1])[0] + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0] + counts
-    return [int(c) for c in counts]
-
-
-def counts_to_mask(counts, h, w):
-    flat = np.zeros(h * w, bool)
-    pos, val = 0, False
-    for c in counts:
-        if val:
-            flat[pos:pos + c] = True
-        pos += c
-        val = not val
-    if pos != h * w:
-        raise ValueError(f"RLE counts sum to {pos}, expected {h * w}")
-    return flat.reshape(w, h).T
-
-
-def counts_to_string(counts):
-    """COCO rleToString: delta-code counts[i] - counts[i-2] for i > 2, 5-bit groups, LSB first."""
-    out = []
-    for i, c in enumerate(counts):
-        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
-        more = True
-        while more:
-            ch = x & 0x1F
-            x >>= 5  # arithmetic shift, like C on a signed long
-            more = (x != -1) if (ch & 0x10) else (x != 0)
-            if more:
-                ch |= 0x20
-            out.append(chr(ch + 48))
-    return "".join(out)
-
-
-def string_to_counts(s):
-    """COCO rleFrString."""
-    counts, p = [], 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+    return coco_rle.fr_poly_mask(xy, h, w).astype(bool)
 
 
 def decode_segmentation(seg, h, w):
     """Any COCO segmentation (polygon list, compressed or uncompressed RLE) -> bool (h, w)."""
-    if isinstance(seg, list):
-        m = np.zeros((h, w), bool)
-        for poly in seg:
-            m |= poly_to_mask(poly, h, w)
-        return m
-    rh, rw = seg["size"]
-    counts = seg["counts"]
-    if isinstance(counts, str):
-        counts = string_to_counts(counts)
-    return counts_to_mask(counts, rh, rw)
+    return coco_rle.mask(seg, h, w)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -371,7 +270,7 @@ def encode_object(o, rng, h, w):
     """COCO segmentation for an object's visible mask (see the module docstring)."""
     m = o["mask"]
     if o["crowd"]:
-        return {"size": [h, w], "counts": mask_to_counts(m)}
+        return {"size": [h, w], "counts": coco_rle.encode(m)}
     as_rle = o["hole"] or rng.uniform() < 0.15
     if not as_rle:
         p = o["polys"][0]
@@ -381,7 +280,7 @@ def encode_object(o, rng, h, w):
         polys = mask_to_polygons(m)
         if polys is not None:
             return polys
-    return {"size": [h, w], "counts": counts_to_string(mask_to_counts(m))}
+    return {"size": [h, w], "counts": coco_rle.to_string(coco_rle.encode(m))}
 
 
 def write_split(out, split, n, seed, size_min, size_max, verify):

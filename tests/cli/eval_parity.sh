@@ -30,11 +30,11 @@ done
 "$PY" "$INSTINCT_SOURCE_DIR/tests/python/eval_ref.py" --annotations "$WORK/world/annotations/instances_val.json" \
   --images "$WORK/world/val" --bundle "squash=$BUNDLE" --bundle "pad=$WORK/pad" --n-images $N --threshold 0.5 \
   --threads 2 --out "$WORK/ref.json" > "$WORK/ref.log" 2>&1 || { cat "$WORK/ref.log"; fail "eval_ref.py"; }
-"$PY" - "$WORK" "$INSTINCT_SOURCE_DIR/tests/python" <<'PYEOF'
+"$PY" - "$WORK" "$INSTINCT_SOURCE_DIR/scripts" <<'PYEOF'
 import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-import coco_ref
+import coco_rle
 work = sys.argv[1]
 gt = json.load(open(f"{work}/world/annotations/instances_val.json"))
 imgs = {i["id"]: i for i in gt["images"]}
@@ -62,8 +62,8 @@ for mode in ("squash", "pad"):
         h, w = im["height"], im["width"]
         assert c["annotation_id"] == p["annotation_id"] and c["category_id"] == p["category_id"], (mode, k, c, p)
         assert c["segmentation"]["size"] == [h, w], (mode, k, c["segmentation"]["size"])
-        cm = coco_ref.decode(coco_ref.from_string(c["segmentation"]["counts"]), h, w).astype(bool)
-        pm = coco_ref.decode(p["counts"], h, w).astype(bool)
+        cm = coco_rle.decode(coco_rle.from_string(c["segmentation"]["counts"]), h, w).astype(bool)
+        pm = coco_rle.decode(p["counts"], h, w).astype(bool)
         masks[(mode,) + k] = (cm, c["score"])
         ds = abs(c["score"] - p["score"])
         dev["score"] = max(dev["score"], ds)

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # instinct-eval --predictions: a results file built here (perturbed ground-truth masks, several
 # instances per concept with varied scores, a false positive on an absent category, missing rows) is
-# scored exactly as an independent Python implementation scores it (coco_ref for masks, scipy's
+# scored exactly as an independent Python implementation scores it (coco_rle for masks, scipy's
 # linear_sum_assignment for cgF1 matching); bad results files are one-line errors with exit code 2.
 source "$(dirname "$0")/common.sh"
 EVAL="$INSTINCT_BIN_DIR/instinct-eval"
 "$PY" "$INSTINCT_SOURCE_DIR/scripts/make_toy_world.py" --out "$WORK/world" --train 2 --val 14 --seed 11 > /dev/null
 GT="$WORK/world/annotations/instances_val.json"
-"$PY" - "$WORK" "$INSTINCT_SOURCE_DIR/tests/python" <<'PYEOF'
+"$PY" - "$WORK" "$INSTINCT_SOURCE_DIR/scripts" <<'PYEOF'
 import json, sys
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 sys.path.insert(0, sys.argv[2])
-import coco_ref
+import coco_rle
 work = sys.argv[1]
 gt = json.load(open(f"{work}/world/annotations/instances_val.json"))
 rng = np.random.default_rng(0)
@@ -21,9 +21,9 @@ anns = {}
 for a in gt["annotations"]:
     anns.setdefault(a["image_id"], []).append(a)
 def mask_of(a, h, w):
-    return coco_ref.decode(coco_ref.segmentation(a["segmentation"], h, w), h, w).astype(bool)
+    return coco_rle.decode(coco_rle.segmentation(a["segmentation"], h, w), h, w).astype(bool)
 def rle(m):
-    return {"size": list(m.shape), "counts": coco_ref.to_string(coco_ref.encode(m.astype(np.uint8)))}
+    return {"size": list(m.shape), "counts": coco_rle.to_string(coco_rle.encode(m.astype(np.uint8)))}
 def perturb(m):
     dy, dx = rng.integers(-6, 7, 2)
     return np.roll(np.roll(m, dy, 0), dx, 1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # instinct-eval end to end on a small toy world: teacher + a student trunk; the table is printed, every
 # report row carries image_id/prompt/iou and a mask; recomputing each IoU from the row's RLE and the
-# ground truth with an independent Python implementation (tests/python/coco_ref.py) reproduces the
+# ground truth with an independent Python implementation (scripts/coco_rle.py) reproduces the
 # rows and the summary; cgF1 recomputed from the matched pairs; overlays are written; scoring the
 # report's own rows as results files reproduces the summary; a missing image is skipped and counted;
 # bad configs are one-line errors.
@@ -21,11 +21,11 @@ grep -q "^teacher .*%" "$WORK/eval.log" || fail "no table row for the teacher"
 grep -q "^tiny .*%" "$WORK/eval.log" || fail "no table row for the student"
 grep -q "1 images skipped" "$WORK/eval.log" || fail "missing image not counted"
 grep -q "concept cgF1" "$WORK/eval.log" || fail "no cgF1 column"
-"$PY" - "$WORK" "$INSTINCT_SOURCE_DIR/tests/python" <<'PYEOF'
+"$PY" - "$WORK" "$INSTINCT_SOURCE_DIR/scripts" <<'PYEOF'
 import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-import coco_ref
+import coco_rle
 work = sys.argv[1]
 rep = json.load(open(f"{work}/eval/report.json"))
 gt = json.load(open(f"{work}/world/annotations/instances_val.json"))
@@ -38,8 +38,8 @@ per = {}
 for r in rows:
     im, a = imgs[r["image_id"]], anns[r["annotation_id"]]
     h, w = im["height"], im["width"]
-    pred = coco_ref.decode(coco_ref.from_string(r["segmentation"]["counts"]), h, w)
-    g = coco_ref.decode(coco_ref.segmentation(a["segmentation"], h, w), h, w)
+    pred = coco_rle.decode(coco_rle.from_string(r["segmentation"]["counts"]), h, w)
+    g = coco_rle.decode(coco_rle.segmentation(a["segmentation"], h, w), h, w)
     inter, union = np.logical_and(pred, g).sum(), np.logical_or(pred, g).sum()
     iou = inter / union if union else 0.0
     assert abs(iou - r["iou"]) < 1e-9, (r["image_id"], r["prompt"], iou, r["iou"])

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import coco_ref  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import coco_rle  # noqa: E402
 
 
 def content_size(h, w, S, resize):
@@ -125,7 +125,7 @@ def run(annotations, images, bundle, n_images=0, threshold=0.5):
             continue
         px, h, w, ch, cw = preprocess(path, info)
         assert (h, w) == (im["height"], im["width"]), (path, h, w)
-        g = coco_ref.decode(coco_ref.segmentation(t["segmentation"], h, w), h, w).astype(bool)
+        g = coco_rle.decode(coco_rle.segmentation(t["segmentation"], h, w), h, w).astype(bool)
         bx, by, bw, bh = t["bbox"]
         box = [bx, by, bx + bw, by + bh]
         ys, xs = np.nonzero(g)
@@ -168,7 +168,7 @@ def run(annotations, images, bundle, n_images=0, threshold=0.5):
             pred = top_mask if kept else np.zeros((h, w), bool)
             rows.append(dict(base, prompt=prompt, score=float(score), kept=bool(kept),
                              iou=mask_iou(pred, it["gt"]), in_bank=in_bank,
-                             counts=coco_ref.encode(pred), top_counts=coco_ref.encode(top_mask)))
+                             counts=coco_rle.encode(pred), top_counts=coco_rle.encode(top_mask)))
 
         q = int(torch.argmax(qscore[b]))
         sc = float(qscore[b, q])

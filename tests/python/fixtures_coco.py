@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fixtures for tests/unit/test_coco_mask.cpp (writes --out DIR, i.e. $INSTINCT_FIXTURES/coco/).
 
-cases.json, every expected value computed by tests/python/coco_ref.py (independent numpy reference of
+cases.json, every expected value computed by scripts/coco_rle.py (independent numpy reference of
 pycocotools' maskApi semantics). RLE counts are column-major runs starting with a 0-run; "mask" is the
 row-major mask as a string of '0'/'1' (only for masks up to 64x64); "string" the compressed counts;
 "canonical": false marks counts kept verbatim that rle_encode would not produce.
@@ -31,8 +31,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import coco_ref as ref  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import coco_rle as ref  # noqa: E402
 
 MAX_MASK_PIXELS = 64 * 64
 

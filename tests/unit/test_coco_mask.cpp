@@ -1,5 +1,5 @@
 // COCO RLE masks (src/eval/coco_mask.cpp): hand-derived vectors, round trips, error messages, and
-// parity with the independent numpy reference (tests/python/coco_ref.py via fixtures_coco.py).
+// parity with the independent numpy reference (scripts/coco_rle.py via fixtures_coco.py).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -1,5 +1,7 @@
-"""Independent numpy reference for COCO RLE masks (pycocotools maskApi semantics), written from the
-format description in ../shared/reference/evaluation.md, for tests/python/fixtures_coco.py.
+"""COCO RLE masks in numpy with pycocotools maskApi semantics, written from the format description in
+../shared/reference/evaluation.md. Used by scripts/make_toy_world.py to write and verify annotations,
+and by the tests as the independent reference for src/eval/coco_mask.cpp (tests/python/fixtures_coco.py
+and the instinct-eval CLI tests).
 
 It deliberately takes other routes than src/eval/coco_mask.cpp where the semantics allow:
 decode-then-numpy for bbox / merge / IoU, change points for encode, a parity cumsum instead of
@@ -159,6 +161,11 @@ def segmentation(seg, h, w):
     if isinstance(seg["counts"], list):
         return list(seg["counts"])
     return from_string(seg["counts"])
+
+
+def mask(seg, h, w):
+    """Any COCO segmentation (polygons, uncompressed or compressed RLE) -> bool (h, w) mask."""
+    return decode(segmentation(seg, h, w), h, w).astype(bool)
 
 
 def iou(dt, gt, h, w, crowd=False):
