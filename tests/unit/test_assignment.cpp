@@ -19,6 +19,8 @@
 #include "instinct/common/error.h"
 #include "test_helpers.h"
 
+using instinct::test::error_of;
+
 using instinct::Assignment;
 using instinct::linear_sum_assignment;
 
@@ -123,15 +125,6 @@ double brute_force(const std::vector<double>& c, int n, int m, bool maximize = f
   };
   rec(0, 0.0);
   return sign * best;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const instinct::Error& e) {
-    return e.what();
-  }
-  return "<no instinct::Error>";
 }
 
 }  // namespace

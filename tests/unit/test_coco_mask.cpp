@@ -13,21 +13,13 @@
 #include "instinct/eval/coco_mask.h"
 #include "test_helpers.h"
 
+using instinct::test::error_of;
+
 namespace fs = std::filesystem;
 using namespace instinct::eval;
 using Counts = std::vector<uint32_t>;
 
 namespace {
-
-template <typename F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const instinct::Error& e) {
-    return e.what();
-  }
-  return "<no instinct::Error>";
-}
 
 std::vector<uint8_t> parse_mask(const std::string& s) {
   std::vector<uint8_t> m(s.size());

@@ -6,6 +6,8 @@
 #include "instinct/eval/coco.h"
 #include "test_helpers.h"
 
+using instinct::test::error_of;
+
 using namespace instinct;
 using namespace instinct::eval;
 
@@ -21,15 +23,6 @@ Rle from_rows(const std::vector<std::string>& rows) {
 std::string write(const std::string& dir, const std::string& name, const std::string& text) {
   std::ofstream(dir + "/" + name) << text;
   return dir + "/" + name;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 const char* kToy = R"({

@@ -8,18 +8,9 @@
 #include "instinct/eval/evaluate.h"
 #include "test_helpers.h"
 
-using namespace instinct;
+using instinct::test::error_of;
 
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using namespace instinct;
 
 TEST(Config, YamlThenOverridesInOrder) {
   const std::string dir = test::temp_dir("cfg");

@@ -18,6 +18,8 @@
 #include "instinct/data/loader.h"
 #include "test_helpers.h"
 
+using instinct::test::error_of;
+
 namespace fs = std::filesystem;
 using namespace instinct::data;
 
@@ -33,16 +35,6 @@ std::vector<float> read_f32(const std::string& path, size_t n) {
   f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * sizeof(float)));
   EXPECT_TRUE(f.good()) << path;
   return v;
-}
-
-template <typename F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const instinct::Error& e) {
-    return e.what();
-  }
-  return "<no instinct::Error>";
 }
 
 struct Case {

@@ -1,10 +1,14 @@
 #pragma once
-// Shared helpers for the gtest binary: fixture locations from the ctest environment.
+// Shared helpers for the gtest binary: fixture locations from the ctest environment, temporary
+// directories, error messages.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
+
+#include "instinct/common/error.h"
 
 namespace instinct::test {
 
@@ -21,6 +25,16 @@ inline std::string temp_dir(const std::string& name) {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();
+}
+
+/// The message of the instinct::Error that `fn` throws, or "<no instinct::Error>".
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const instinct::Error& e) {
+    return e.what();
+  }
+  return "<no instinct::Error>";
 }
 
 }  // namespace instinct::test
