@@ -23,7 +23,7 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 
 
 def run_torch(a):

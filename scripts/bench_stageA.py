@@ -51,7 +51,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
-EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 BASE_CONFIG = ROOT / "configs" / "stageA_tiny_cpu.yaml"
 
 # Overrides (dotted keys) applied on top of configs/stageA_tiny_cpu.yaml, identically for both sides.

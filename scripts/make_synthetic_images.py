@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes deterministic synthetic test images: textured backgrounds with random shapes.
 
-  make_synthetic_images.py --out DIR --n N --seed S [--min-size 64 --max-size 640 --format jpg|png]
+  make_synthetic_images.py --out DIR --n N --seed S [--min-size 64 --max-size 640 --format jpg|png|ppm]
                            [--width W --height H] [--corrupt K]
 
 Images are named img_00000.<fmt> ...; --corrupt K adds K unreadable files bad_00000.jpg ...
@@ -59,7 +59,7 @@ def encode(im, fmt):
     if fmt == "jpg":
         im.save(buf, format="JPEG", quality=90)
     else:
-        im.save(buf, format="PNG")
+        im.save(buf, format="PNG" if fmt == "png" else "PPM")
     return buf.getvalue()
 
 
@@ -100,7 +100,7 @@ def main():
     ap.add_argument("--max-size", type=int, default=640)
     ap.add_argument("--width", type=int, default=None, help="fixed width (overrides min/max)")
     ap.add_argument("--height", type=int, default=None, help="fixed height (overrides min/max)")
-    ap.add_argument("--format", choices=["jpg", "png"], default="jpg")
+    ap.add_argument("--format", choices=["jpg", "png", "ppm"], default="jpg")
     ap.add_argument("--corrupt", type=int, default=0)
     a = ap.parse_args()
     paths = make_images(a.out, a.n, a.seed, a.min_size, a.max_size, a.format, a.width, a.height, a.corrupt)

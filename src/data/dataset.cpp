@@ -17,7 +17,7 @@ namespace {
 bool is_image_ext(const fs::path& p) {
   std::string e = p.extension().string();
   std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return std::tolower(c); });
-  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp" || e == ".webp";
+  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp" || e == ".webp" || e == ".ppm";
 }
 }  // namespace
 
@@ -31,7 +31,7 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root) : root_(root) {
   }
   INSTINCT_CHECK(!ec, "cannot list image folder '", root, "': ", ec.message());
   INSTINCT_CHECK(!paths_.empty(), "image folder '", root,
-                 "' contains no .jpg/.jpeg/.png/.bmp/.webp files");
+                 "' contains no .jpg/.jpeg/.png/.bmp/.webp/.ppm files");
   std::sort(paths_.begin(), paths_.end());
 }
 

@@ -1,14 +1,15 @@
 #include "instinct/data/image_ops.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 
-#include <opencv2/core.hpp>
-#include <opencv2/imgproc.hpp>
 #ifdef INSTINCT_WITH_IMGCODECS
+#include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #endif
 
 #include "instinct/common/error.h"
@@ -36,7 +37,45 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
+namespace {
+// Binary PPM (P6, maxval 255): header tokens separated by whitespace, '#' comments to end of line,
+// then exactly one whitespace byte before the raster.
+ImageU8 decode_ppm(const std::vector<uint8_t>& b, const std::string& name) {
+  size_t i = 2;
+  auto token = [&](const char* what) {
+    for (;;) {
+      while (i < b.size() && std::isspace(b[i])) ++i;
+      if (i < b.size() && b[i] == '#') {
+        while (i < b.size() && b[i] != '\n') ++i;
+        continue;
+      }
+      break;
+    }
+    long v = 0;
+    size_t start = i;
+    while (i < b.size() && std::isdigit(b[i]) && v <= 1000000) v = v * 10 + (b[i++] - '0');
+    INSTINCT_CHECK(i > start && v <= 1000000, "cannot decode image '", name, "': bad PPM header (", what, ")");
+    return static_cast<int>(v);
+  };
+  ImageU8 img;
+  img.width = token("width");
+  img.height = token("height");
+  const int maxval = token("maxval");
+  INSTINCT_CHECK(img.width > 0 && img.height > 0, "cannot decode image '", name, "': PPM size ", img.width, "x",
+                 img.height, " (expected > 0)");
+  INSTINCT_CHECK(maxval == 255, "cannot decode image '", name, "': PPM maxval ", maxval, " (expected 255)");
+  INSTINCT_CHECK(i < b.size() && std::isspace(b[i]), "cannot decode image '", name, "': bad PPM header");
+  ++i;
+  const size_t n = static_cast<size_t>(img.width) * img.height * 3;
+  INSTINCT_CHECK(b.size() - i >= n, "cannot decode image '", name, "': PPM raster truncated (", b.size() - i,
+                 " of ", n, " bytes)");
+  img.rgb.assign(b.begin() + static_cast<std::ptrdiff_t>(i), b.begin() + static_cast<std::ptrdiff_t>(i + n));
+  return img;
+}
+}  // namespace
+
 ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name) {
+  if (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == '6') return decode_ppm(bytes, name);
 #ifdef INSTINCT_WITH_IMGCODECS
   INSTINCT_CHECK(!bytes.empty(), "cannot decode image '", name, "': file is empty");
   cv::Mat bgr;
@@ -56,7 +95,7 @@ ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name)
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   return img;
 #else
-  fail("cannot decode image '", name, "': built with INSTINCT_WITH_IMGCODECS=OFF");
+  fail("cannot decode image '", name, "': not a binary PPM, and this build has no other decoders (INSTINCT_WITH_IMGCODECS=OFF)");
 #endif
 }
 

@@ -13,7 +13,9 @@
 #include <thread>
 #include <unordered_set>
 
+#ifdef INSTINCT_WITH_IMGCODECS
 #include <opencv2/core.hpp>
+#endif
 
 #include "instinct/common/error.h"
 #include "instinct/common/random.h"
@@ -173,7 +175,9 @@ struct Loader::Impl {
   }
 
   void worker_loop() {
+#ifdef INSTINCT_WITH_IMGCODECS
     cv::setNumThreads(1);
+#endif
     for (;;) {
       std::shared_ptr<Slot> s;
       size_t j = 0;

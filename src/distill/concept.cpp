@@ -418,6 +418,7 @@ int run_concept(const ConceptConfig& cfg_in) {
   std::map<std::string, double> last_row;
 
   install_stop_handlers();
+  student->freeze_batchnorm_stats(!cfg.batchnorm_stats);
   student->train();
   Progress progress("concept", total_steps, cfg.log.progress);
   int micro = 0, stopped = 0;

@@ -155,6 +155,18 @@ torch::Tensor StudentTrunkImpl::forward(const torch::Tensor& pixels) {
   return f;
 }
 
+void StudentTrunkImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (bn_frozen_)
+    for (auto& m : modules())
+      if (m->as<torch::nn::BatchNorm2dImpl>()) m->eval();
+}
+
+void StudentTrunkImpl::freeze_batchnorm_stats(bool frozen) {
+  bn_frozen_ = frozen;
+  train(is_training());
+}
+
 void init_timm(StudentTrunkImpl& trunk) {
   torch::NoGradGuard ng;
   auto tn = [](torch::Tensor t, double std) {

@@ -78,11 +78,22 @@ def write_resize(out):
     (out / "cases.json").write_text(json.dumps(meta, indent=1))
 
 
+def write_ppm(out):
+    """PPM inputs (the decoder of INSTINCT_WITH_IMGCODECS=OFF builds): the same 7x5 pixels written by
+    PIL, by hand with header comments, and as raw RGB bytes for the expected result."""
+    out.mkdir(parents=True, exist_ok=True)
+    px = np.random.default_rng(55).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    Image.fromarray(px, "RGB").save(out / "pil.ppm")
+    (out / "comment.ppm").write_bytes(b"P6\n# written by hand\n7 # width\n5\n#maxval next\n255\n" + px.tobytes())
+    (out / "pixels.rgb").write_bytes(np.asarray(Image.open(out / "pil.ppm").convert("RGB")).tobytes())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     out = pathlib.Path(ap.parse_args().out)
     write_resize(out / "resize")
+    write_ppm(out / "ppm")
     syn.make_images(out / "images", 18, seed=7, min_size=40, max_size=120, fmt="jpg")
     syn.make_images(out / "images" / "sub", 12, seed=8, min_size=40, max_size=120, fmt="png")
     syn.make_images(out / "bad", 12, seed=9, min_size=40, max_size=120, fmt="jpg", corrupt=3)

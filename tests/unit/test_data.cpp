@@ -231,6 +231,36 @@ TEST(DataDecode, CorruptAndMissingFilesThrowNamingThePath) {
   EXPECT_NE(error_of([&] { load_image("/nonexistent/x.jpg"); }).find("/nonexistent/x.jpg"), std::string::npos);
 }
 
+TEST(DataDecode, PpmMatchesPilPixelsWithAndWithoutComments) {
+  REQUIRE_FIXTURES();
+  const fs::path d = fs::path(fx) / "ppm";
+  const std::vector<uint8_t> expect = read_file((d / "pixels.rgb").string());
+  ASSERT_EQ(expect.size(), 7u * 5 * 3);
+  for (auto name : {"pil.ppm", "comment.ppm"}) {
+    const ImageU8 img = load_image((d / name).string());
+    EXPECT_EQ(img.width, 7) << name;
+    EXPECT_EQ(img.height, 5) << name;
+    EXPECT_EQ(img.rgb, expect) << name;
+  }
+}
+
+TEST(DataDecode, MalformedPpmThrowsNamingTheProblem) {
+  auto bytes = [](const std::string& header, size_t raster) {
+    std::vector<uint8_t> b(header.begin(), header.end());
+    b.resize(b.size() + raster, 7);
+    return b;
+  };
+  auto msg = [&](const std::string& header, size_t raster) {
+    return error_of([&] { decode_image(bytes(header, raster), "x.ppm"); });
+  };
+  EXPECT_NE(msg("P6\n4 2\n255\n", 23).find("truncated (23 of 24 bytes)"), std::string::npos);
+  EXPECT_NE(msg("P6\n4 2\n65535\n", 48).find("maxval 65535"), std::string::npos);
+  EXPECT_NE(msg("P6\n4\n", 0).find("height"), std::string::npos);
+  EXPECT_NE(msg("P6\n0 2\n255\n", 0).find("size 0x2"), std::string::npos);
+  EXPECT_NE(msg("P6\n4 2\n255", 0).find("x.ppm"), std::string::npos);
+  EXPECT_EQ(decode_image(bytes("P6 4 2 255\n", 24), "ok.ppm").rgb.size(), 24u);
+}
+
 // ---- datasets ---------------------------------------------------------------------------------
 
 TEST(DataDataset, ImageFolderIsRecursiveSortedAndCaseInsensitive) {
@@ -243,10 +273,10 @@ TEST(DataDataset, ImageFolderIsRecursiveSortedAndCaseInsensitive) {
 
   const fs::path d = temp_dir("folder");
   fs::create_directories(d / "x" / "y");
-  for (auto name : {"A.JPG", "x/b.Png", "x/y/c.webp", "x/y/d.Jpeg", "e.txt", "f.bmp.txt", "g.BMP"})
+  for (auto name : {"A.JPG", "x/b.Png", "x/y/c.webp", "x/y/d.Jpeg", "e.txt", "f.bmp.txt", "g.BMP", "h.PPM"})
     std::ofstream(d / name) << "x";
   ImageFolderDataset ds2(d.string());
-  ASSERT_EQ(ds2.size(), 5u);
+  ASSERT_EQ(ds2.size(), 6u);
   EXPECT_EQ(fs::path(ds2.path(0)).filename(), "A.JPG");
   fs::remove_all(d);
 }

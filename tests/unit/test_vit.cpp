@@ -73,6 +73,33 @@ TEST(Vit, GradCheckpointingGivesIdenticalGradients) {
   }
 }
 
+TEST(Vit, FrozenBatchNormStatsStayWhileAffineWeightsTrain) {
+  model::VitConfig c;
+  c.preset = "custom"; c.img_size = 64; c.patch = 16; c.width = 32; c.depth = 1; c.heads = 2;
+  c.out_channels = 8; c.out_grid = 4;
+  torch::manual_seed(3);
+  model::StudentTrunk m(c);
+  auto buffer = [&](const std::string& name) { return m->named_buffers()[name].clone(); };
+  auto weight = m->named_parameters()["model.head.1.weight"];
+  const auto mean0 = buffer("model.head.1.running_mean"), var0 = buffer("model.head.1.running_var");
+  m->freeze_batchnorm_stats(true);
+  m->train();
+  EXPECT_TRUE(m->is_training());
+  m->forward(torch::randn({2, 3, 64, 64}) * 3 + 1).pow(2).sum().backward();
+  EXPECT_TRUE(torch::equal(buffer("model.head.1.running_mean"), mean0));
+  EXPECT_TRUE(torch::equal(buffer("model.head.1.running_var"), var0));
+  ASSERT_TRUE(weight.grad().defined());
+  EXPECT_GT(weight.grad().abs().sum().item<double>(), 0.0);
+  // A second train() (as after a held-out evaluation) keeps them frozen; unfreezing updates them.
+  m->eval();
+  m->train();
+  m->forward(torch::randn({2, 3, 64, 64}));
+  EXPECT_TRUE(torch::equal(buffer("model.head.1.running_mean"), mean0));
+  m->freeze_batchnorm_stats(false);
+  m->forward(torch::randn({2, 3, 64, 64}) * 3 + 1);
+  EXPECT_FALSE(torch::equal(buffer("model.head.1.running_mean"), mean0));
+}
+
 TEST(Vit, TimmInitResamplesPosEmbedAndIgnoresClassifier) {
   model::VitConfig c;
   c.preset = "custom"; c.img_size = 224; c.patch = 16; c.width = 96; c.depth = 2; c.heads = 2;

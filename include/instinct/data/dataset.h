@@ -21,7 +21,7 @@ class Dataset {
   virtual int64_t image_id(size_t i) const { return static_cast<int64_t>(i); }
 };
 
-/// Every .jpg .jpeg .png .bmp .webp (extension case-insensitive) under `root`, recursively,
+/// Every .jpg .jpeg .png .bmp .webp .ppm (extension case-insensitive) under `root`, recursively,
 /// sorted by full path (byte-wise) so the index of a file is stable across machines.
 /// Throws instinct::Error naming `root` when it is missing, not a directory, or holds no image.
 class ImageFolderDataset : public Dataset {

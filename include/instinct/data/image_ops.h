@@ -48,8 +48,10 @@ struct ImageU8 {
 std::vector<uint8_t> read_file(const std::string& path);
 
 /// Decodes JPEG/PNG/BMP/WebP bytes like PIL's `Image.open(...).convert("RGB")`: no EXIF rotation,
-/// grayscale replicated to RGB, alpha dropped, 16-bit reduced to 8-bit. Throws instinct::Error
-/// naming `name` (used only for the message) when the bytes do not decode.
+/// grayscale replicated to RGB, alpha dropped, 16-bit reduced to 8-bit. Binary PPM (P6, maxval 255,
+/// what PIL writes) is decoded without OpenCV, so it is the one input format of builds with
+/// INSTINCT_WITH_IMGCODECS=OFF. Throws instinct::Error naming `name` (used only for the message)
+/// when the bytes do not decode.
 ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name);
 
 /// read_file + decode_image.

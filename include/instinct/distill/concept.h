@@ -91,6 +91,7 @@ struct ConceptConfig {
   TeacherConfig teacher;
   std::string student_concepts;          ///< bundle directory whose concept_bank prompts the student; empty = the teacher's
   bool train_neck = false;               ///< also fine-tune a copy of the detector neck (saved as <run_dir>/detector_neck.pt)
+  bool batchnorm_stats = false;          ///< update the adapter's BatchNorm running statistics (false: kept at the init's; small concept batches make them noisy)
   model::VitConfig student;
   InitConfig init;                       ///< usually from: instinct, path: a Stage A trunk.pt
   DataConfig data;
@@ -113,6 +114,7 @@ struct ConceptConfig {
     v("teacher", teacher, "");
     v("student_concepts", student_concepts, "bundle dir with the student's concept_bank; empty = teacher's");
     v("train_neck", train_neck, "fine-tune a copy of the detector neck too (run_dir/detector_neck.pt)");
+    v("batchnorm_stats", batchnorm_stats, "update the adapter's BatchNorm running stats (false: frozen at init)");
     v("student", student, "");
     v("init", init, "");
     v("data", data, "");

@@ -117,8 +117,15 @@ struct StudentTrunkImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& pixels);
   VisionTransformer vit() const { return vit_; }
   const VitConfig& config() const { return cfg_; }
+  /// Train/eval mode; with frozen BatchNorm statistics the adapter's BatchNorm stays in eval mode
+  /// (normalises with its running statistics and never updates them) while the rest trains.
+  void train(bool on = true) override;
+  /// Freezes (or unfreezes) the adapter's BatchNorm running statistics, e.g. for small-batch
+  /// fine-tuning, where per-batch statistics are noisy; its affine weights still train.
+  void freeze_batchnorm_stats(bool frozen);
 
  private:
+  bool bn_frozen_ = false;
   VitConfig cfg_;
   VisionTransformer vit_{nullptr};
   torch::nn::Sequential head_{nullptr};
