@@ -50,8 +50,9 @@ ema = [r for r in rows if r["split"] == "eval_ema"]
 print("\n=== concept distillation result (held-out images, agreement with the teacher) ===")
 for name, r0, r1 in (("raw", ev[0], ev[-1]), ("EMA", ev[0], ema[-1] if ema else ev[-1])):
     print(f"{name}: concept mask IoU {r0['concept_mask_iou']:.3f} -> {r1['concept_mask_iou']:.3f}, "
+          f"box IoU {r0['matched_box_iou']:.4f} -> {r1['matched_box_iou']:.4f}, "
           f"presence agreement {r0['presence_agreement']:.3f} -> {r1['presence_agreement']:.3f}, "
-          f"trunk cosine {r0['trunk_cosine']:.3f} -> {r1['trunk_cosine']:.3f}")
+          f"trunk cosine {r0['trunk_cosine']:.4f} -> {r1['trunk_cosine']:.4f}")
 PYEOF
 step "instinct-eval: teacher beside the Stage-A and concept students on the toy world's val split"
 ./build/instinct-eval --config configs/eval_toy_cpu.yaml \

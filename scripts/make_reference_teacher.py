@@ -6,8 +6,8 @@ concept distillation, CLoCK memory loss, point/box prompts) runs on this stand-i
 weights, SAM3's structure and tensor contract at a smaller size. The bundle layout is specified in
 docs/teacher-bundle.md.
 
-  /usr/bin/python3 scripts/make_reference_teacher.py --out DIR [--seed 0] [--preset tiny]
-                                                    [--baseline-images 64] [--no-verify]
+  /usr/bin/python3 scripts/make_reference_teacher.py --out DIR [--seed 0] [--preset tiny|tiny_q200|sam3]
+        [--trunk-only] [--device cpu|cuda] [--baseline-images 64] [--no-verify]
 
 Each boundary (trunk, detector_neck, interactive_neck, grounding, sam_head, concept_bank) is traced
 separately in eval mode (fp32), saved, reloaded and checked against the eager model at B=1 and B=3.
@@ -35,6 +35,13 @@ PRESETS = {
 }
 # SAM3's query count on the tiny trunk: for benchmarks of the concept matcher (docs/performance.md).
 PRESETS["tiny_q200"] = dict(PRESETS["tiny"], num_queries=200)
+# SAM3's real dimensions (random weights), for GPU throughput benchmarks: 1008 px, patch 14 -> 72x72,
+# width 1024, depth 32, 16 heads, 24x24 windows (3x3 per image) with global blocks 7, 15, 23, 31.
+# Use with --trunk-only (a Stage-A bundle): calibrating and tracing the heads at this size on a CPU
+# would take many minutes.
+PRESETS["sam3"] = dict(image_size=1008, patch=14, channels=1024, depth=32, heads=16, mlp_ratio=4.625, window=24,
+                       global_blocks=(7, 15, 23, 31), pretrain_grid=24, neck_channels=256, enc_layers=6,
+                       dec_layers=6, num_queries=200, prompt_length=32, heads_d=8)
 
 CONCEPTS = ["circle", "square", "triangle", "star", "ring", "cross", "ellipse", "hexagon", "dog", "cat",
             "car", "tree"]
@@ -483,7 +490,7 @@ class ConceptBank(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Building, tracing, verifying
 # ------------------------------------------------------------------------------------------------
-def build(preset, seed):
+def build(preset, seed, trunk_only=False):
     p = dict(PRESETS[preset])
     PRESET_WINDOW[0] = p["window"]
     torch.manual_seed(seed)
@@ -499,7 +506,10 @@ def build(preset, seed):
         "concept_bank": ConceptBank(D, p["prompt_length"], gen),
     }
     init_trunk(mods["trunk"], gen, p)
-    calibrate(mods, S)
+    if trunk_only:
+        mods = {"trunk": mods["trunk"]}
+    else:
+        calibrate(mods, S)
     for m in mods.values():
         m.eval()
         for prm in m.parameters():
@@ -598,14 +608,16 @@ def write_bundle(out, mods, info, verify=True):
     info["modules"] = {}
     for key, m in mods.items():
         path = out / f"{key}.pt"
+        dev = next(iter(list(m.parameters()) + list(m.buffers())), torch.zeros(())).device
         with torch.no_grad():
-            traced = torch.jit.trace(m, example_inputs(key, info, 2, gen), check_trace=False)
+            ex = tuple(t.to(dev) for t in example_inputs(key, info, 2, gen))
+            traced = torch.jit.trace(m, ex, check_trace=False)
         traced.save(str(path))
         info["modules"][key] = {"file": path.name, "sha256": sha256_file(path)}
         if verify:
-            loaded = torch.jit.load(str(path), map_location="cpu")
+            loaded = torch.jit.load(str(path), map_location=dev)
             for B in (1, 3):
-                x = example_inputs(key, info, B, gen)
+                x = tuple(t.to(dev) for t in example_inputs(key, info, B, gen))
                 with torch.no_grad():
                     ref, got = as_tuple(m(*x)), as_tuple(loaded(*x))
                 assert len(ref) == len(got), key
@@ -669,9 +681,15 @@ def main(argv=None):
     ap.add_argument("--baseline-images", type=int, default=0,
                     help="also report the mean-teacher-vector cosine on N synthetic images")
     ap.add_argument("--no-verify", action="store_true", help="skip reloading and checking B=1/B=3")
+    ap.add_argument("--trunk-only", action="store_true",
+                    help="write a Stage-A bundle (trunk only; heads neither calibrated nor written)")
+    ap.add_argument("--device", default="cpu", help="device to trace on (with --trunk-only: no calibration)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    mods, info = build(args.preset, args.seed)
+    mods, info = build(args.preset, args.seed, args.trunk_only)
+    if args.device != "cpu":  # trace there (faster at SAM3 size); the files load on any device
+        for m in mods.values():
+            m.to(args.device)
     info = write_bundle(args.out, mods, info, verify=not args.no_verify)
     counts = " ".join(f"{k}={sum(p.numel() for p in m.parameters()) / 1e6:.3f}M" for k, m in mods.items())
     print(f"reference teacher {info['name']} -> {args.out}: {counts} ({time.time() - t0:.1f}s)", flush=True)

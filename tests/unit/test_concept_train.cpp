@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "instinct/compat.h"
 #include "instinct/distill/concept_loss.h"
 #include "instinct/distill/optim.h"
 #include "instinct/distill/run_utils.h"
@@ -76,4 +77,46 @@ TEST(ConceptTraining, GradientsReachTrunkThroughFrozenModulesWhichStayUnchanged)
   EXPECT_FALSE(torch::equal(w0, student->named_parameters()["model.backbone.model.patch_embed.proj.weight"]));
   const auto after = teacher_path();
   for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(before[i], after[i])) << "teacher output " << i;
+}
+
+// The same path on CUDA under bf16 autocast (what `instinct-train concept` runs on a GPU): the loss
+// agrees with the CPU fp32 loss and gradients reach the trunk. Skipped without a CUDA device.
+TEST(ConceptTraining, CudaBf16PathMatchesCpuAndReachesTrunk) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto run = [](c10::Device dev) {
+    teacher::BundleLoadOptions opts;
+    opts.modules = {"trunk", "detector_neck", "grounding", "concept_bank"};
+    opts.device = dev;
+    auto bundle = teacher::TeacherBundle::load(test::fixture_dir("teacher") + "/bundle", opts);
+    const auto& info = bundle.info();
+    model::VitConfig vc;
+    vc.preset = "custom"; vc.img_size = info.image_size; vc.patch = 32; vc.width = 48; vc.depth = 2; vc.heads = 2;
+    distill::resolve_student_shape(vc, info);
+    torch::manual_seed(0);
+    model::StudentTrunk student(vc);
+    student->eval();  // BatchNorm on running statistics: the same function on both devices
+    student->to(dev);
+    torch::manual_seed(1);
+    auto pixels = torch::randn({2, 3, info.image_size, info.image_size}).to(dev);
+    auto [text, pad] = bundle.concepts(torch::tensor({0, 1}, torch::kLong).to(dev));
+    compat::CudaAutocast ac(dev.is_cuda());
+    at::Tensor tmem;
+    {
+      torch::NoGradGuard ng;
+      auto [a, b, c] = bundle.detector_neck(bundle.trunk(pixels));
+      tmem = bundle.grounding(a, b, c, text, pad).memory.to(torch::kFloat);
+    }
+    auto [s0, s1, s2] = bundle.detector_neck(student->forward(pixels));
+    auto g = bundle.grounding(s0, s1, s2, text, pad);
+    auto loss = (g.memory.to(torch::kFloat) - tmem).pow(2).mean();
+    loss.backward();
+    auto grad = student->named_parameters()["model.backbone.model.patch_embed.proj.weight"].grad();
+    return std::pair<double, at::Tensor>{loss.item<double>(), grad.defined() ? grad.to(torch::kCPU, torch::kFloat) : grad};
+  };
+  const auto [cpu_loss, cpu_grad] = run(c10::Device(c10::kCPU));
+  const auto [gpu_loss, gpu_grad] = run(c10::Device(c10::kCUDA));
+  EXPECT_NEAR(gpu_loss, cpu_loss, 0.05 * std::abs(cpu_loss) + 1e-6);
+  ASSERT_TRUE(gpu_grad.defined());
+  EXPECT_TRUE(torch::isfinite(gpu_grad).all().item<bool>());
+  EXPECT_GT(torch::cosine_similarity(gpu_grad.flatten(), cpu_grad.flatten(), 0).item<double>(), 0.9);
 }

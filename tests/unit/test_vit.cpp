@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "instinct/common/error.h"
+#include "instinct/compat.h"
 #include "instinct/io/archive.h"
 #include "instinct/model/trunk_io.h"
 #include "instinct/model/vit.h"
@@ -98,6 +99,37 @@ TEST(Vit, FrozenBatchNormStatsStayWhileAffineWeightsTrain) {
   m->freeze_batchnorm_stats(false);
   m->forward(torch::randn({2, 3, 64, 64}) * 3 + 1);
   EXPECT_FALSE(torch::equal(buffer("model.head.1.running_mean"), mean0));
+}
+
+// CUDA: the bf16-autocast forward (fused attention on 2.x) agrees with the CPU fp32 forward, and
+// gradient checkpointing under autocast gives the same gradients as the plain backward.
+TEST(Vit, CudaBf16AutocastMatchesCpuAndCheckpointingKeepsGradients) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  model::VitConfig c;
+  c.preset = "custom"; c.img_size = 64; c.patch = 16; c.width = 64; c.depth = 3; c.heads = 4;
+  c.out_channels = 16; c.out_grid = 5;
+  torch::manual_seed(0);
+  model::StudentTrunk a(c);
+  c.grad_checkpointing = true;
+  model::StudentTrunk b(c);
+  model::load_state_dict_strict(*b, model::state_dict(*a), "copy");
+  a->eval();
+  b->eval();
+  auto x = torch::randn({2, 3, 64, 64});
+  const auto ref = a->forward(x);
+  a->to(torch::kCUDA);
+  b->to(torch::kCUDA);
+  compat::CudaAutocast ac(true);
+  auto ya = a->forward(x.to(torch::kCUDA));
+  auto yb = b->forward(x.to(torch::kCUDA));
+  EXPECT_GT(torch::cosine_similarity(ya.to(torch::kCPU, torch::kFloat).flatten(), ref.flatten(), 0).item<double>(), 0.999);
+  ya.to(torch::kFloat).pow(2).sum().backward();
+  yb.to(torch::kFloat).pow(2).sum().backward();
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  for (const auto& kv : pa) {
+    ASSERT_TRUE(pb[kv.key()].grad().defined()) << kv.key();
+    EXPECT_TRUE(torch::allclose(kv.value().grad(), pb[kv.key()].grad(), 1e-2, 1e-3)) << kv.key();
+  }
 }
 
 TEST(Vit, TimmInitResamplesPosEmbedAndIgnoresClassifier) {

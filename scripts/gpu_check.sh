@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The prepared GPU-machine check (one command; results under $OUT). Before it, here:
+#   scripts/gpu_deps.sh                       # unpacks the Debian build deps into .gpu/ (carried)
+# then on the device tool: run(command="bash scripts/gpu_check.sh", carry=[".gpu"], timeout_s=540).
+# Steps (each logged with its time; a failing step is recorded and the next ones still run):
+#   1. build with the machine's pip LibTorch (CUDA) + the carried deps, INSTINCT_WITH_IMGCODECS=OFF;
+#   2. unit tests: every gtest (CUDA tests included; tests needing JPEG decoding fail in this build
+#      and are listed, not hidden), the CUDA tests separately;
+#   3. Stage A then concept distillation on CUDA (bf16) with the tiny reference teacher and PPM images;
+#   4. benchmark: Stage A with a teacher of SAM3's real trunk dimensions (random weights, 1008 px,
+#      446M parameters) and a ViT-B/16 student at 1008 px: instinct-train vs the PyTorch loop of
+#      scripts/bench_stageA_torch.py, images/s, MFU, peak GPU memory.
+# Env: GPU_CHECK_STEPS (benchmark steps, default 30), GPU_CHECK_BATCH (default 16).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/gpu_check_out}"
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+W=/tmp/gpu_check
+mkdir -p "$W"
+status=()
+t_start=$(date +%s)
+step() { echo; echo "=== [$(date +%T) +$(( $(date +%s) - t_start ))s] $*"; }
+record() { status+=("$1=$2"); echo ">>> $1: $2"; }
+SR="$PWD/.gpu/sysroot/usr"
+L="$SR/lib/x86_64-linux-gnu"
+export LD_LIBRARY_PATH="$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONUNBUFFERED=1
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
+git log -1 --format='commit %h %s' 2>/dev/null || true
+[ -d "$SR" ] || { echo "missing .gpu/sysroot: run scripts/gpu_deps.sh here and carry .gpu"; exit 2; }
+
+step "1. build (pip LibTorch + carried deps, no OpenCV)"
+TP="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+if cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" \
+     -DINSTINCT_WITH_IMGCODECS=OFF -DINSTINCT_PYTHON=python3 -DTORCH_CUDA_ARCH_LIST=9.0 \
+     -Dyaml-cpp_DIR="$L/cmake/yaml-cpp" -Dspdlog_DIR="$L/cmake/spdlog" -Dfmt_DIR="$L/cmake/fmt" \
+     -DGTest_DIR="$L/cmake/GTest" -Dnlohmann_json_DIR="$SR/share/cmake/nlohmann_json" \
+     -DCLI11_DIR="$SR/share/cmake/CLI11" > "$W/configure.log" 2>&1 &&
+   cmake --build build-cuda -j "$(nproc)" --target instinct-train instinct_tests > "$W/build.log" 2>&1; then
+  record build ok
+else
+  tail -60 "$W/configure.log" "$W/build.log" 2>/dev/null | grep -v "^\[" | tail -80
+  cp "$W/build.log" "$OUT/" 2>/dev/null
+  record build FAILED
+  echo "${status[@]}" > "$OUT/status.txt"
+  exit 1
+fi
+B=build-cuda
+"$B/instinct-train" --help | head -3
+
+step "2. unit tests"
+python3 tests/python/make_fixtures.py --out "$B/fixtures" > "$W/fixtures.log" 2>&1 || { tail -20 "$W/fixtures.log"; record fixtures FAILED; }
+export INSTINCT_FIXTURES="$PWD/$B/fixtures" INSTINCT_SOURCE_DIR="$PWD" INSTINCT_BIN_DIR="$PWD/$B" INSTINCT_PYTHON=python3
+timeout 120 "$B/tests/instinct_tests" --gtest_filter='*Cuda*' 2>&1 | tee "$W/gtest_cuda.log" | grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) " 
+grep -q "FAILED" "$W/gtest_cuda.log" && record cuda_tests FAILED || record cuda_tests "$(grep -c '\[       OK \]' "$W/gtest_cuda.log") passed"
+timeout 240 "$B/tests/instinct_tests" --gtest_brief=1 > "$W/gtest_all.log" 2>&1
+grep -E "^\[  (PASSED|FAILED)  \]|tests ran" "$W/gtest_all.log" | head -40
+record all_tests "$(grep -E '^\[  PASSED  \]' "$W/gtest_all.log" | head -1)"
+cp "$W/gtest_all.log" "$OUT/" 2>/dev/null
+
+step "3. Stage A + concept on CUDA (tiny reference teacher, PPM images)"
+python3 scripts/make_reference_teacher.py --out "$W/tiny" --preset tiny --no-verify
+python3 scripts/make_synthetic_images.py --out "$W/img" --n 300 --seed 1 --min-size 160 --max-size 480 --format ppm
+timeout 150 "$B/instinct-train" stageA --config configs/stageA_tiny_cpu.yaml device=cuda teacher.bundle="$W/tiny" \
+  data.root="$W/img" run_dir="$W/runs/sa" optim.max_steps=150 eval.every=50 log.progress=false > "$W/sa.log" 2>&1
+tail -4 "$W/sa.log"; grep '"eval"' "$W/runs/sa/metrics.jsonl" | head -1; grep '"eval"' "$W/runs/sa/metrics.jsonl" | tail -1
+[ -f "$W/runs/sa/trunk.pt" ] && record stageA_cuda ok || record stageA_cuda FAILED
+timeout 150 "$B/instinct-train" concept --config configs/concept_tiny_cpu.yaml device=cuda teacher.bundle="$W/tiny" \
+  init.path="$W/runs/sa/trunk.pt" data.root="$W/img" run_dir="$W/runs/c" optim.max_steps=40 eval.every=20 profile=true \
+  log.progress=false > "$W/c.log" 2>&1
+tail -4 "$W/c.log"; grep '"train"' "$W/runs/c/metrics.jsonl" | tail -1
+[ -f "$W/runs/c/trunk.pt" ] && record concept_cuda ok || record concept_cuda FAILED
+cp "$W/runs/sa/metrics.jsonl" "$OUT/stageA_tiny_metrics.jsonl" 2>/dev/null
+cp "$W/runs/c/metrics.jsonl" "$OUT/concept_tiny_metrics.jsonl" 2>/dev/null
+
+step "4. benchmark: SAM3-size teacher trunk, ViT-B/16 student at 1008 px"
+steps="${GPU_CHECK_STEPS:-30}"; batch="${GPU_CHECK_BATCH:-16}"
+python3 scripts/make_reference_teacher.py --out "$W/sam3" --preset sam3 --trunk-only --no-verify --device cuda
+python3 scripts/make_synthetic_images.py --out "$W/img1008" --n $(( batch * 4 + 16 )) --seed 2 --width 1008 --height 1008 --format ppm
+nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$W/mem_cpp.txt" &
+smi=$!
+timeout 200 "$B/instinct-train" stageA --config configs/stageA_vitb_sam3.yaml teacher.bundle="$W/sam3" \
+  data.root="$W/img1008" data.eval_images=16 init.from=random run_dir="$W/runs/bench" batch_size="$batch" \
+  optim.max_steps="$steps" eval.every=0 checkpoint.every=0 log.every=5 log.progress=false > "$W/bench.log" 2>&1
+kill $smi 2>/dev/null
+tail -5 "$W/bench.log"
+echo "C++ peak GPU memory used (nvidia-smi, MiB): $(sort -n "$W/mem_cpp.txt" | tail -1)"
+cp "$W/runs/bench/metrics.jsonl" "$OUT/bench_cpp_metrics.jsonl" 2>/dev/null
+timeout 200 python3 scripts/bench_stageA_torch.py --teacher "$W/sam3" --batch "$batch" --steps "$steps" \
+  --cpp-metrics "$W/runs/bench/metrics.jsonl" --out "$OUT/bench.json" && record bench ok || record bench FAILED
+echo "cpp_peak_gpu_mib_nvidia_smi $(sort -n "$W/mem_cpp.txt" | tail -1)" >> "$OUT/bench.json.txt"
+
+step "done"
+echo "${status[@]}" | tee "$OUT/status.txt"
