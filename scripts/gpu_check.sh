@@ -57,9 +57,13 @@ python3 tests/python/make_fixtures.py --out "$B/fixtures" > "$W/fixtures.log" 2>
 export INSTINCT_FIXTURES="$PWD/$B/fixtures" INSTINCT_SOURCE_DIR="$PWD" INSTINCT_BIN_DIR="$PWD/$B" INSTINCT_PYTHON=python3
 timeout 120 "$B/tests/instinct_tests" --gtest_filter='*Cuda*' 2>&1 | tee "$W/gtest_cuda.log" | grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) " 
 grep -q "FAILED" "$W/gtest_cuda.log" && record cuda_tests FAILED || record cuda_tests "$(grep -c '\[       OK \]' "$W/gtest_cuda.log") passed"
-timeout 240 "$B/tests/instinct_tests" --gtest_brief=1 > "$W/gtest_all.log" 2>&1
+timeout 240 stdbuf -oL -eL "$B/tests/instinct_tests" > "$W/gtest_all.log" 2>&1
+rc=$?
 grep -E "^\[  (PASSED|FAILED)  \]|tests ran" "$W/gtest_all.log" | head -40
-record all_tests "$(grep -E '^\[  PASSED  \]' "$W/gtest_all.log" | head -1)"
+if [ $rc -gt 1 ]; then  # crashed: name the test that was running
+  echo "gtest exited with $rc during: $(grep -E '^\[ RUN +\]' "$W/gtest_all.log" | tail -1)"; tail -15 "$W/gtest_all.log"
+fi
+record all_tests "rc=$rc $(grep -E '^\[  PASSED  \]' "$W/gtest_all.log" | head -1)"
 cp "$W/gtest_all.log" "$OUT/" 2>/dev/null
 
 step "3. Stage A + concept on CUDA (tiny reference teacher, PPM images)"
