@@ -10,31 +10,6 @@
 
 namespace instinct::eval {
 
-model::VitConfig infer_student_config(const std::vector<std::pair<std::string, at::Tensor>>& sd, int out_grid) {
-  const std::string vit = "model.backbone.model.";
-  at::Tensor patch, pos, head3;
-  std::set<int> blocks;
-  for (const auto& kv : sd) {
-    if (kv.first == vit + "patch_embed.proj.weight") patch = kv.second;
-    else if (kv.first == vit + "pos_embed") pos = kv.second;
-    else if (kv.first == "model.head.3.weight") head3 = kv.second;
-    else if (kv.first.rfind(vit + "blocks.", 0) == 0) blocks.insert(std::stoi(kv.first.substr(vit.size() + 7)));
-  }
-  INSTINCT_CHECK(patch.defined() && pos.defined() && head3.defined() && !blocks.empty(),
-                 "trunk state dict is not in InstinctSAM's ViT layout (model.backbone.model.*, model.head.*)");
-  model::VitConfig c;
-  c.preset = "custom";
-  c.width = int(patch.size(0));
-  c.patch = int(patch.size(2));
-  const int grid = int(std::lround(std::sqrt(double(pos.size(1) - 1))));
-  c.img_size = grid * c.patch;
-  c.depth = int(blocks.size());
-  c.heads = std::max(1, c.width / 64);
-  c.out_channels = int(head3.size(0));
-  c.out_grid = out_grid;
-  return c;
-}
-
 PromptModel::PromptModel(std::string name, std::shared_ptr<const teacher::TeacherBundle> bundle)
     : name_(std::move(name)), bundle_(std::move(bundle)) {}
 
@@ -42,7 +17,7 @@ PromptModel::PromptModel(std::string name, std::shared_ptr<const teacher::Teache
                          const std::string& trunk_path, const at::Device& device)
     : name_(std::move(name)), bundle_(std::move(bundle)) {
   auto sd = model::read_trunk_state(trunk_path);
-  auto cfg = infer_student_config(sd, bundle_->info().trunk_grid);
+  auto cfg = model::infer_student_config(sd, bundle_->info().trunk_grid);
   INSTINCT_CHECK(cfg.out_channels == bundle_->info().trunk_channels, trunk_path, ": student outputs ", cfg.out_channels,
                  " channels but the teacher bundle's heads expect ", bundle_->info().trunk_channels);
   student_ = model::StudentTrunk(cfg);

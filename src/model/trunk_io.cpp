@@ -4,10 +4,12 @@
 
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "instinct/common/error.h"
 #include "instinct/io/archive.h"
 #include "instinct/io/safetensors.h"
+#include "instinct/io/torch_zip.h"
 
 namespace instinct::model {
 namespace {
@@ -16,17 +18,18 @@ bool ends_with(const std::string& s, const std::string& suf) {
 }
 bool starts_with(const std::string& s, const std::string& pre) { return s.compare(0, pre.size(), pre) == 0; }
 
-std::vector<std::pair<std::string, torch::Tensor>> read_any_state(const std::string& path,
-                                                                  const std::vector<std::string>& wrappers) {
-  if (ends_with(path, ".safetensors")) return io::load_safetensors(path);
-  auto obj = io::load_object(path);
-  INSTINCT_CHECK(obj.isGenericDict(), path, ": expected a dict at the top level, got ", obj.tagKind());
-  auto d = obj.toGenericDict();
-  for (const auto& w : wrappers)
-    if (d.contains(w) && d.at(w).isGenericDict()) return io::to_tensor_list(d.at(w), path + " ['" + w + "']");
-  return io::to_tensor_list(obj, path);
-}
 }  // namespace
+
+std::vector<std::pair<std::string, torch::Tensor>> read_state_dict(const std::string& path,
+                                                                   const std::vector<std::string>& wrappers) {
+  if (ends_with(path, ".safetensors")) return io::load_safetensors(path);
+  io::LazyArchive a(path);  // reads plain dicts and raw state_dict() OrderedDicts alike
+  const auto& root = a.root();
+  INSTINCT_CHECK(root->is_dict(), path, ": expected a dict at the top level, got a ", root->type_name());
+  for (const auto& w : wrappers)
+    if (auto v = root->get(w); v && v->is_dict()) return io::load_tensor_dict(a, v, path + " ['" + w + "']");
+  return io::load_tensor_dict(a, root, path);
+}
 
 std::string backbone_name(const VitConfig& cfg) {
   if (cfg.width == 768 && cfg.depth == 12 && cfg.patch == 16) return "vit_base";
@@ -45,7 +48,32 @@ void save_trunk_file(const std::string& path, StudentTrunkImpl& trunk) {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> read_trunk_state(const std::string& path) {
-  return read_any_state(path, {"trunk"});
+  return read_state_dict(path, {"trunk"});
+}
+
+VitConfig infer_student_config(const std::vector<std::pair<std::string, torch::Tensor>>& sd, int out_grid) {
+  const std::string vit = "model.backbone.model.";
+  at::Tensor patch, pos, head3;
+  std::set<int> blocks;
+  for (const auto& kv : sd) {
+    if (kv.first == vit + "patch_embed.proj.weight") patch = kv.second;
+    else if (kv.first == vit + "pos_embed") pos = kv.second;
+    else if (kv.first == "model.head.3.weight") head3 = kv.second;
+    else if (kv.first.rfind(vit + "blocks.", 0) == 0) blocks.insert(std::stoi(kv.first.substr(vit.size() + 7)));
+  }
+  INSTINCT_CHECK(patch.defined() && pos.defined() && head3.defined() && !blocks.empty(),
+                 "trunk state dict is not in InstinctSAM's ViT layout (model.backbone.model.*, model.head.*)");
+  VitConfig c;
+  c.preset = "custom";
+  c.width = int(patch.size(0));
+  c.patch = int(patch.size(2));
+  const int grid = int(std::lround(std::sqrt(double(pos.size(1) - 1))));
+  c.img_size = grid * c.patch;
+  c.depth = int(blocks.size());
+  c.heads = std::max(1, c.width / 64);
+  c.out_channels = int(head3.size(0));
+  c.out_grid = out_grid;
+  return c;
 }
 
 void load_trunk_file(StudentTrunkImpl& trunk, const std::string& path) {
@@ -69,7 +97,7 @@ torch::Tensor resample_pos_embed(const torch::Tensor& pos, int g1, int extra) {
 }
 
 void load_timm_vit(StudentTrunkImpl& trunk, const std::string& path) {
-  auto raw = read_any_state(path, {"model", "state_dict"});
+  auto raw = read_state_dict(path, {"model", "state_dict"});
   std::vector<std::pair<std::string, torch::Tensor>> sd;
   for (auto& kv : raw) {
     std::string k = kv.first;

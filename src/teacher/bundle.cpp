@@ -10,6 +10,7 @@
 #include "instinct/common/error.h"
 #include "instinct/io/atomic_file.h"
 #include "instinct/io/sha256.h"
+#include "instinct/model/trunk_io.h"
 
 namespace instinct::teacher {
 namespace {
@@ -231,6 +232,13 @@ BundleInfo read_bundle_info(const std::string& dir) {
     std::string sha = f.str(*it, "sha256", key + ".");
     if (!is_hex64(sha)) f.bad(key + ".sha256", "expected 64 lower-case hex characters, got \"" + sha + "\"");
     b.modules[it.key()] = {fname, sha};
+    if (it->contains("format")) {
+      const std::string fmt = f.str(*it, "format", key + ".");
+      if (fmt == "instinct-trunk" && it.key() == "trunk") b.cpp_trunk_modules.insert(it.key());
+      else if (fmt != "torchscript")
+        f.bad(key + ".format", "expected \"torchscript\"" + std::string(it.key() == "trunk" ? " or \"instinct-trunk\"" : "") +
+                                   ", got \"" + fmt + "\"");
+    }
   }
   if (b.modules.count("concept_bank") && b.concepts.empty())
     f.bad("concepts", "must not be empty when modules.concept_bank is present");
@@ -240,6 +248,9 @@ BundleInfo read_bundle_info(const std::string& dir) {
 struct TeacherBundle::Impl {
   BundleInfo info;
   std::map<std::string, std::shared_ptr<torch::jit::Module>> mods;
+  mutable model::StudentTrunk student{nullptr};  // the trunk when bundle.json marks it "instinct-trunk"
+
+  bool loaded(const std::string& key) const { return mods.count(key) || (key == "trunk" && student); }
 
   torch::jit::Module& get(const std::string& key) const {
     auto it = mods.find(key);
@@ -250,6 +261,13 @@ struct TeacherBundle::Impl {
 
   // Runs module `key` and unpacks a Tensor / tuple / list result into exactly `n` tensors.
   std::vector<at::Tensor> run(const std::string& key, std::vector<c10::IValue> inputs, size_t n) const {
+    if (key == "trunk" && student) {
+      at::Tensor x = inputs.at(0).toTensor();
+      const int64_t S = student->config().img_size;
+      if (x.size(2) != S || x.size(3) != S)
+        x = at::upsample_bilinear2d(x, {S, S}, /*align_corners=*/false);
+      return {student->forward(x)};
+    }
     auto& m = get(key);
     c10::IValue out;
     try {
@@ -301,7 +319,7 @@ TeacherBundle TeacherBundle::load(const std::string& dir, const BundleLoadOption
   for (const auto& key : opts.modules) {
     INSTINCT_CHECK(std::find(keys.begin(), keys.end(), key) != keys.end(), "teacher bundle ", dir,
                    ": unknown module '", key, "' requested (valid: ", join(keys), ")");
-    if (impl->mods.count(key)) continue;
+    if (impl->loaded(key)) continue;
     const std::string path = impl->info.module_path(key);
     INSTINCT_CHECK(fs::is_regular_file(path), "teacher bundle ", dir, ": missing module file ", path);
     if (opts.verify_hashes) {
@@ -309,6 +327,20 @@ TeacherBundle TeacherBundle::load(const std::string& dir, const BundleLoadOption
       const std::string got = io::sha256_file(path);
       INSTINCT_CHECK(got == want, "teacher bundle ", dir, ": sha256 mismatch for ", path, ": bundle.json says ",
                      want, ", file has ", got);
+    }
+    if (impl->info.cpp_trunk_modules.count(key)) {
+      auto sd = model::read_trunk_state(path);
+      auto cfg = model::infer_student_config(sd, impl->info.trunk_grid);
+      INSTINCT_CHECK(cfg.out_channels == impl->info.trunk_channels, "teacher bundle ", dir, ": student trunk ", path,
+                     " outputs ", cfg.out_channels, " channels, bundle.json says trunk.channels = ",
+                     impl->info.trunk_channels);
+      impl->student = model::StudentTrunk(cfg);
+      model::load_state_dict_strict(*impl->student, sd, path);
+      impl->student->to(opts.device);
+      impl->student->eval();
+      for (auto& p : impl->student->parameters()) p.requires_grad_(false);
+      if (opts.validate_shapes) impl->validate(key, opts.device);
+      continue;
     }
     auto m = std::make_shared<torch::jit::Module>();
     try {
@@ -326,7 +358,7 @@ TeacherBundle TeacherBundle::load(const std::string& dir, const BundleLoadOption
 
 const BundleInfo& TeacherBundle::info() const { return impl_->info; }
 
-bool TeacherBundle::has(const std::string& key) const { return impl_->mods.count(key) > 0; }
+bool TeacherBundle::has(const std::string& key) const { return impl_->loaded(key); }
 
 void TeacherBundle::to(const at::Device& device) {
   for (auto& kv : impl_->mods) kv.second->to(device);
@@ -340,11 +372,16 @@ int64_t TeacherBundle::num_parameters(const std::string& key) const {
 
 std::vector<std::pair<std::string, at::Tensor>> TeacherBundle::named_parameters(const std::string& key) const {
   std::vector<std::pair<std::string, at::Tensor>> out;
+  if (key == "trunk" && impl_->student) {
+    for (const auto& p : impl_->student->named_parameters()) out.emplace_back(p.key(), p.value());
+    return out;
+  }
   for (const auto& p : impl_->get(key).named_parameters()) out.emplace_back(p.name, p.value);
   return out;
 }
 
 void TeacherBundle::save_module(const std::string& key, const std::string& path) const {
+  if (key == "trunk" && impl_->student) return model::save_trunk_file(path, *impl_->student);
   std::ostringstream buf;
   impl_->get(key).save(buf);
   io::write_file_atomic(path, buf.str());

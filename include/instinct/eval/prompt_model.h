@@ -31,10 +31,6 @@ struct ConceptInstances {
   at::Tensor score;   ///< (P,Q) sigmoid(logit) x sigmoid(presence)
 };
 
-/// Infers a student architecture from an InstinctSAM-layout state dict: width, depth, patch and input
-/// size from the tensors' shapes, heads = width / 64 (timm's ViT-Ti/S/B), out_channels from the head.
-model::VitConfig infer_student_config(const std::vector<std::pair<std::string, at::Tensor>>& sd, int out_grid);
-
 class PromptModel {
  public:
   /// The teacher itself: the bundle's trunk.

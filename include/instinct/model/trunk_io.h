@@ -20,9 +20,19 @@ std::string backbone_name(const VitConfig& cfg);
 /// Writes `trunk` as an InstinctSAM trunk file (atomic). `extra` entries are added at top level.
 void save_trunk_file(const std::string& path, StudentTrunkImpl& trunk);
 
+/// Reads a name -> tensor dict from a .safetensors file or a torch.save file (plain dicts and raw
+/// `state_dict()` OrderedDicts alike): the dict under the first of `wrappers` present, else the
+/// top-level dict. Errors name the file and the offending key.
+std::vector<std::pair<std::string, torch::Tensor>> read_state_dict(const std::string& path,
+                                                                   const std::vector<std::string>& wrappers = {});
+
 /// Reads the trunk state dict from any supported file (see the file comment), in file order.
 /// Errors name the file and say which layout was expected.
 std::vector<std::pair<std::string, torch::Tensor>> read_trunk_state(const std::string& path);
+
+/// Infers a student architecture from an InstinctSAM-layout state dict: width, depth, patch and input
+/// size from the tensors' shapes, heads = width / 64 (timm's ViT-Ti/S/B), out_channels from the head.
+VitConfig infer_student_config(const std::vector<std::pair<std::string, torch::Tensor>>& sd, int out_grid);
 
 /// Loads a trunk file strictly into `trunk` (architecture mismatches list the offending keys).
 void load_trunk_file(StudentTrunkImpl& trunk, const std::string& path);

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -43,6 +44,9 @@ struct BundleInfo {
   int prompt_length = 0;       ///< L
   std::vector<std::string> concepts;  ///< names behind concept_bank ids, in id order
   std::map<std::string, std::pair<std::string, std::string>> modules;  ///< key -> (file, sha256 hex)
+  /// Keys whose file is a student trunk file (module entry `"format": "instinct-trunk"`, written by
+  /// `instinct-merge bundle`) run by the C++ ViT instead of TorchScript; only `trunk` may be one.
+  std::set<std::string> cpp_trunk_modules;
 
   /// Absolute-or-relative path of module `key`'s file (dir + "/" + file). Throws if not listed.
   std::string module_path(const std::string& key) const;
