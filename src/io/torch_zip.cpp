@@ -650,7 +650,8 @@ at::Tensor LazyArchive::load(const TensorRef& ref) const {
 
 // ---- ArchiveWriter ----
 
-ArchiveWriter::ArchiveWriter(const std::string& path) : path_(path) {
+ArchiveWriter::ArchiveWriter(const std::string& path, uint64_t zip64_from)
+    : path_(path), zip64_from_(std::min<uint64_t>(zip64_from, kMax32)) {
   file_ = std::make_unique<AtomicFile>(path);
   out_ = std::fopen(file_->temp_path().c_str(), "wb");
   INSTINCT_CHECK(out_, path, ": cannot create '", file_->temp_path(), "': ", std::strerror(errno));
@@ -671,7 +672,7 @@ void ArchiveWriter::write_raw(const void* data, size_t size) {
 void ArchiveWriter::write_record(const std::string& name, const void* data, size_t size) {
   INSTINCT_CHECK(!finished_, path_, ": record written after finish()");
   const uint32_t crc = crc32_update(0, static_cast<const uint8_t*>(data), size);
-  const bool z64 = size >= kMax32;
+  const bool z64 = size >= zip64_from_;
   // Local header (30 bytes + name + extra); the data starts on a 64-byte boundary like torch's writer.
   std::string extra;
   if (z64) {
@@ -742,7 +743,7 @@ void ArchiveWriter::finish(const PyPtr& root) {
   const uint64_t cd_start = offset_;
   for (const auto& e : entries_) {
     std::string extra;
-    const bool zs = e.size >= kMax32, zo = e.offset >= kMax32;
+    const bool zs = e.size >= zip64_from_, zo = e.offset >= zip64_from_;
     if (zs || zo) {
       put16(extra, 0x0001);
       put16(extra, static_cast<uint16_t>((zs ? 16 : 0) + (zo ? 8 : 0)));
@@ -775,7 +776,7 @@ void ArchiveWriter::finish(const PyPtr& root) {
     write_raw(h.data(), h.size());
   }
   const uint64_t cd_size = offset_ - cd_start, count = entries_.size();
-  const bool z64 = cd_start >= kMax32 || cd_size >= kMax32 || count >= 0xFFFF;
+  const bool z64 = cd_start >= zip64_from_ || cd_size >= zip64_from_ || count >= 0xFFFF;
   std::string end;
   if (z64) {
     const uint64_t rec_at = offset_;

@@ -110,7 +110,8 @@ class LazyArchive {
 class ArchiveWriter {
  public:
   /// Throws instinct::Error naming `path` if its directory does not exist or is not writable.
-  explicit ArchiveWriter(const std::string& path);
+  /// Sizes and offsets >= `zip64_from` use zip64 fields (a lower value lets tests cover zip64).
+  explicit ArchiveWriter(const std::string& path, uint64_t zip64_from = 0xFFFFFFFFu);
   ~ArchiveWriter();
   ArchiveWriter(const ArchiveWriter&) = delete;
   ArchiveWriter& operator=(const ArchiveWriter&) = delete;
@@ -136,6 +137,7 @@ class ArchiveWriter {
   void write_raw(const void* data, size_t size);
 
   std::string path_;
+  uint64_t zip64_from_;
   std::unique_ptr<AtomicFile> file_;
   std::FILE* out_ = nullptr;
   uint64_t offset_ = 0;
