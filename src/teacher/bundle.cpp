@@ -1,5 +1,6 @@
 #include "instinct/teacher/bundle.h"
 
+#include <torch/nn/functional/upsampling.h>
 #include <torch/script.h>
 
 #include <filesystem>
@@ -264,8 +265,9 @@ struct TeacherBundle::Impl {
     if (key == "trunk" && student) {
       at::Tensor x = inputs.at(0).toTensor();
       const int64_t S = student->config().img_size;
+      namespace F = torch::nn::functional;  // the same resize as the trainers' student input
       if (x.size(2) != S || x.size(3) != S)
-        x = at::upsample_bilinear2d(x, {S, S}, /*align_corners=*/false);
+        x = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{S, S}).mode(torch::kBilinear).align_corners(false));
       return {student->forward(x)};
     }
     auto& m = get(key);

@@ -17,6 +17,8 @@ Writes into --out DIR:
   dup.pt               {"model": OrderedDict} whose pickle sets one key twice (OrderedDict reduce)
   dup_plain.pt         {"model": dict} whose pickle sets one key twice (plain dict, SETITEMS)
   truncated.pt         sam3.pt cut to half its size
+  badpickle.pt         sam3.pt with its data.pkl cut short (a valid zip, a corrupt pickle)
+  norecord.pt          sam3.pt without the storage record of its last tensor (a kept tracker tensor)
   garbage.pt           random bytes
 Also importable: make_student(out_channels, seed, ...) and sam3_state_dict(seed)."""
 import argparse, collections, io, pathlib, sys, zipfile
@@ -135,10 +137,12 @@ class _DupOrderedDict:
 
 
 def _rewrite_zip(src, dst, patch):
-    """Copies a torch.save zip, applying patch(name, bytes) -> bytes to every record."""
+    """Copies a torch.save zip, applying patch(name, bytes) -> bytes (None: drop) to every record."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
             data = patch(info.filename, zin.read(info.filename))
+            if data is None:  # drop the record
+                continue
             zi = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             zout.writestr(zi, data)
 
@@ -188,6 +192,13 @@ def main():
         return data
 
     _rewrite_zip(buf, out / "dup_plain.pt", patch)
+
+    # corrupt archives that are still valid zips
+    with zipfile.ZipFile(out / "sam3.pt") as z:
+        last = max((n for n in z.namelist() if "/data/" in n), key=lambda n: int(n.rsplit("/", 1)[1]))
+    _rewrite_zip(out / "sam3.pt", out / "badpickle.pt",
+                 lambda name, data: data[: len(data) // 2] if name.endswith("/data.pkl") else data)
+    _rewrite_zip(out / "sam3.pt", out / "norecord.pt", lambda name, data: None if name == last else data)
 
     raw = (out / "sam3.pt").read_bytes()
     (out / "truncated.pt").write_bytes(raw[: len(raw) // 2])

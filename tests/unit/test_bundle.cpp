@@ -12,6 +12,8 @@
 
 #include "instinct/common/error.h"
 #include "instinct/io/sha256.h"
+#include "instinct/merge/merge.h"
+#include "instinct/model/trunk_io.h"
 #include "instinct/teacher/bundle.h"
 #include "test_helpers.h"
 
@@ -326,4 +328,44 @@ TEST(BundleLoad, ForwardErrorNamesFileInOneLine) {
   auto t = TeacherBundle::load(fx + "/bundle");
   torch::NoGradGuard ng;
   expect_error([&] { t.trunk(torch::zeros({1, 3, 100, 100})); }, {"trunk.pt", "forward failed"});
+}
+
+// A student bundle (instinct-merge bundle): the trunk entry is a student trunk file run by the C++
+// ViT; its output equals the student's own forward, the other modules are the teacher's files.
+TEST(StudentBundle, CppTrunkRunsTheStudentAndOtherModulesAreCopied) {
+  REQUIRE_FIXTURES();
+  const std::string dir = tmp_dir("student");
+  const auto info = instinct::teacher::read_bundle_info(fx + "/bundle");
+  instinct::model::VitConfig vc;
+  // heads = width / 64: trunk files do not store the head count; the loader assumes timm's 64-dim heads
+  vc.preset = "custom"; vc.img_size = 64; vc.patch = 16; vc.width = 128; vc.depth = 2; vc.heads = 2;
+  vc.out_channels = info.trunk_channels; vc.out_grid = info.trunk_grid;
+  torch::manual_seed(5);
+  instinct::model::StudentTrunk student(vc);
+  student->eval();
+  instinct::model::save_trunk_file(dir + "/student.pt", *student);
+  instinct::merge::BundleMergeOptions o;
+  o.bundle = fx + "/bundle";
+  o.trunk = dir + "/student.pt";
+  o.output = dir + "/out";
+  instinct::merge::merge_bundle(o);
+  BundleLoadOptions lo;
+  lo.modules = {"trunk", "detector_neck"};
+  auto b = TeacherBundle::load(o.output, lo);
+  auto x = torch::randn({2, 3, info.image_size, info.image_size});
+  torch::NoGradGuard ng;
+  auto want = student->forward(torch::nn::functional::interpolate(
+      x, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{64, 64}).mode(torch::kBilinear).align_corners(false)));
+  auto got = b.trunk(x);
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5));
+  EXPECT_EQ(read_text(o.output + "/detector_neck.pt"), read_text(fx + "/bundle/detector_neck.pt"));
+  EXPECT_FALSE(fs::exists(o.output + "/trunk_state_dict.pt"));
+  // The output exists now: a second merge refuses to overwrite it; a bad format value is named.
+  expect_error([&] { instinct::merge::merge_bundle(o); }, {"out", "already exists"});
+  std::string j = read_text(o.output + "/bundle.json");
+  j.replace(j.find("\"instinct-trunk\""), 16, "\"onnx\"");
+  std::ofstream(o.output + "/bundle.json") << j;
+  expect_error([&] { instinct::teacher::read_bundle_info(o.output); }, {"modules.trunk.format", "instinct-trunk", "onnx"});
+  fs::remove_all(dir);
 }
