@@ -85,8 +85,11 @@ class TrunkAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         q = apply_rope(q, self.rope_cos, self.rope_sin)
         k = apply_rope(k, self.rope_cos, self.rope_sin)
-        a = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-        o = a.softmax(-1) @ v
+        if hasattr(F, "scaled_dot_product_attention"):  # torch >= 2.0: the fused kernels SAM3 itself uses
+            o = F.scaled_dot_product_attention(q, k, v)
+        else:
+            a = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+            o = a.softmax(-1) @ v
         return self.proj(o.transpose(1, 2).flatten(2))
 
 
