@@ -13,7 +13,6 @@ source "$(dirname "$0")/common.sh"
 MERGE="$INSTINCT_BIN_DIR/instinct-merge"
 F="$WORK/fx"
 CHECK="$WORK/check_merge.py"
-TRUNK_PREFIX="detector.backbone.vision_backbone.trunk."
 
 echo "== fixtures"
 "$PY" "$INSTINCT_SOURCE_DIR/tests/python/make_merge_fixtures.py" --out "$F" > /dev/null
@@ -29,11 +28,10 @@ no_temp() {  # no_temp DIR: no *.tmp* leftovers directly in DIR
 }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-# One checker for every sam3 merge: check_merge.py SAM3 STUDENT OUTPUT LOG [TEXT]
+# One checker for every sam3 merge (one Python start for all of them)
 cat > "$CHECK" <<'EOF'
 import json, re, sys, torch
-sam3_path, student_path, out_path, log_path = sys.argv[1:5]
-text_path = sys.argv[5] if len(sys.argv) > 5 else None
+# usage: check_merge.py CASE...   CASE = SAM3,STUDENT,OUTPUT,LOG[,TEXT] (paths without commas)
 TRUNK = "detector.backbone.vision_backbone.trunk."
 LB = "detector.backbone.language_backbone."
 
@@ -45,78 +43,82 @@ def same(a, b, what):
     assert a.shape == b.shape, (what, a.shape, b.shape)
     assert torch.equal(bits(a), bits(b)), f"{what}: values differ"
 
-src = torch.load(sam3_path, weights_only=True)
-out = torch.load(out_path, weights_only=True)  # must load without weights_only=False
-assert type(out) is dict, f"output top level is {type(out).__name__}, expected a plain dict"
-wrapped = "model" in src and isinstance(src["model"], dict)
-if wrapped:
-    assert set(out) == set(src), f"top-level keys {sorted(out)} != {sorted(src)}"
-    for k in src:
-        if k != "model":
-            assert out[k] == src[k], f"top-level entry {k!r} changed: {out[k]!r}"
-    sd_in, sd_out = src["model"], out["model"]
-    assert type(sd_out) is dict, f"output 'model' is {type(sd_out).__name__}, expected a plain dict"
-else:
-    assert "model" not in out, "flat input gave a wrapped output"
-    sd_in, sd_out = src, out
-student = torch.load(student_path, weights_only=True)["trunk"]
-text = torch.load(text_path, weights_only=True) if text_path else {}
+def check(sam3_path, student_path, out_path, log_path, text_path=None):
+    src = torch.load(sam3_path, weights_only=True)
+    out = torch.load(out_path, weights_only=True)  # must load without weights_only=False
+    assert type(out) is dict, f"output top level is {type(out).__name__}, expected a plain dict"
+    wrapped = "model" in src and isinstance(src["model"], dict)
+    if wrapped:
+        assert set(out) == set(src), f"top-level keys {sorted(out)} != {sorted(src)}"
+        for k in src:
+            if k != "model":
+                assert out[k] == src[k], f"top-level entry {k!r} changed: {out[k]!r}"
+        sd_in, sd_out = src["model"], out["model"]
+        assert type(sd_out) is dict, f"output 'model' is {type(sd_out).__name__}, expected a plain dict"
+    else:
+        assert "model" not in out, "flat input gave a wrapped output"
+        sd_in, sd_out = src, out
+    student = torch.load(student_path, weights_only=True)["trunk"]
+    text = torch.load(text_path, weights_only=True) if text_path else {}
 
-removed = [k for k in sd_in if k.startswith(TRUNK)]
-replaced = [k for k in sd_in if text and k.startswith(LB)]
-kept = [k for k in sd_in if k not in set(removed) | set(replaced)]
-expected = set(kept) | {TRUNK + k for k in student} | {LB + k for k in text}
-missing, extra = sorted(expected - set(sd_out)), sorted(set(sd_out) - expected)
-assert not missing and not extra, f"missing {missing[:5]} unexpected {extra[:5]}"
-assert len(sd_out) == len(expected)
+    removed = [k for k in sd_in if k.startswith(TRUNK)]
+    replaced = [k for k in sd_in if text and k.startswith(LB)]
+    kept = [k for k in sd_in if k not in set(removed) | set(replaced)]
+    expected = set(kept) | {TRUNK + k for k in student} | {LB + k for k in text}
+    missing, extra = sorted(expected - set(sd_out)), sorted(set(sd_out) - expected)
+    assert not missing and not extra, f"missing {missing[:5]} unexpected {extra[:5]}"
+    assert len(sd_out) == len(expected)
 
-for k in kept:
-    a, b = sd_in[k], sd_out[k]
-    same(a, b, k)
-    assert a.stride() == b.stride(), (k, a.stride(), b.stride())
-    assert a.storage_offset() == b.storage_offset(), (k, a.storage_offset(), b.storage_offset())
-for k, t in student.items():
-    same(t, sd_out[TRUNK + k], TRUNK + k)
-for k, t in text.items():
-    same(t, sd_out[LB + k], LB + k)
+    for k in kept:
+        a, b = sd_in[k], sd_out[k]
+        same(a, b, k)
+        assert a.stride() == b.stride(), (k, a.stride(), b.stride())
+        assert a.storage_offset() == b.storage_offset(), (k, a.storage_offset(), b.storage_offset())
+    for k, t in student.items():
+        same(t, sd_out[TRUNK + k], TRUNK + k)
+    for k, t in text.items():
+        same(t, sd_out[LB + k], LB + k)
 
-# the teacher trunk is gone entirely: only the student's `...trunk.model.` keys, no complex freqs_cis
-left = [k for k in sd_out if k.startswith(TRUNK) and not k.startswith(TRUNK + "model.")]
-assert not left, f"teacher trunk keys left: {left[:5]}"
-assert not any("freqs_cis" in k for k in sd_out), "freqs_cis left in the output"
-assert not any(t.is_complex() for t in sd_out.values()), "complex tensor left in the output"
-# the fixture's special tensors survived (complex64 is only in the trunk, so it is checked removed above)
-dt = {str(t.dtype) for t in sd_out.values()}
-assert {"torch.bfloat16", "torch.float16", "torch.int64"} <= dt, dt
-assert any(t.dim() == 0 for t in sd_out.values()), "0-dim tensor lost"
-# the transposed view still shares its base's storage
-base = "detector.transformer.decoder.ref_point_head.layers.0.weight"
-if base in sd_out:
-    a, v = sd_out[base], sd_out[base + "_t"]
-    assert not v.is_contiguous() and v.stride() == (1, 512), v.stride()
-    assert a.storage().data_ptr() == v.storage().data_ptr(), "view no longer shares storage with its base"
+    # the teacher trunk is gone entirely: only the student's `...trunk.model.` keys, no complex freqs_cis
+    left = [k for k in sd_out if k.startswith(TRUNK) and not k.startswith(TRUNK + "model.")]
+    assert not left, f"teacher trunk keys left: {left[:5]}"
+    assert not any("freqs_cis" in k for k in sd_out), "freqs_cis left in the output"
+    assert not any(t.is_complex() for t in sd_out.values()), "complex tensor left in the output"
+    # the fixture's special tensors survived (complex64 is only in the trunk, so it is checked removed above)
+    dt = {str(t.dtype) for t in sd_out.values()}
+    assert {"torch.bfloat16", "torch.float16", "torch.int64"} <= dt, dt
+    assert any(t.dim() == 0 for t in sd_out.values()), "0-dim tensor lost"
+    # the transposed view still shares its base's storage
+    base = "detector.transformer.decoder.ref_point_head.layers.0.weight"
+    if base in sd_out:
+        a, v = sd_out[base], sd_out[base + "_t"]
+        assert not v.is_contiguous() and v.stride() == (1, 512), v.stride()
+        assert a.storage().data_ptr() == v.storage().data_ptr(), "view no longer shares storage with its base"
 
-# summary lines on stdout: kept / removed / inserted / replaced with tensor counts
-counts = {}
-for line in open(log_path):
-    m = re.match(r"\s*(kept|removed|inserted|replaced)\s+(\d+)", line)
-    if m:
-        counts.setdefault(m.group(1), int(m.group(2)))
-assert set(counts) == {"kept", "removed", "inserted", "replaced"}, f"summary lines: {counts}"
-assert counts["kept"] == len(kept), (counts, len(kept))
-assert counts["removed"] == len(removed), (counts, len(removed))
-assert counts["replaced"] == len(replaced), (counts, len(replaced))
-assert counts["inserted"] in (len(student), len(student) + len(text)), (counts, len(student), len(text))
+    # summary lines on stdout: kept / removed / inserted / replaced with tensor counts
+    counts = {}
+    for line in open(log_path):
+        m = re.match(r"\s*(kept|removed|inserted|replaced)\s+(\d+)", line)
+        if m:
+            counts.setdefault(m.group(1), int(m.group(2)))
+    assert set(counts) == {"kept", "removed", "inserted", "replaced"}, f"summary lines: {counts}"
+    assert counts["kept"] == len(kept), (counts, len(kept))
+    assert counts["removed"] == len(removed), (counts, len(removed))
+    assert counts["replaced"] == len(replaced), (counts, len(replaced))
+    assert counts["inserted"] in (len(student), len(student) + len(text)), (counts, len(student), len(text))
 
-# manifest structure (hashes are compared with sha256sum by the shell)
-man = json.load(open(out_path + ".manifest.json"))
-roles = {"sam3", "trunk"} | ({"text"} if text_path else set())
-assert roles <= set(man["inputs"]), man["inputs"].keys()
-for r in roles:
-    assert set(man["inputs"][r]) >= {"path", "sha256"}, man["inputs"][r]
-assert set(man["output"]) >= {"path", "sha256"} and isinstance(man["summary"], dict), man.keys()
-print(f"ok {out_path.rsplit('/', 1)[1]}: {len(kept)} kept, {len(removed)} removed, "
-      f"{len(student)} + {len(text)} inserted, {len(replaced)} replaced")
+    # manifest structure (hashes are compared with sha256sum by the shell)
+    man = json.load(open(out_path + ".manifest.json"))
+    roles = {"sam3", "trunk"} | ({"text"} if text_path else set())
+    assert roles <= set(man["inputs"]), man["inputs"].keys()
+    for r in roles:
+        assert set(man["inputs"][r]) >= {"path", "sha256"}, man["inputs"][r]
+    assert set(man["output"]) >= {"path", "sha256"} and isinstance(man["summary"], dict), man.keys()
+    print(f"ok {out_path.rsplit('/', 1)[1]}: {len(kept)} kept, {len(removed)} removed, "
+          f"{len(student)} + {len(text)} inserted, {len(replaced)} replaced")
+
+for arg in sys.argv[1:]:
+    check(*arg.split(","))
 EOF
 
 check_manifest() {  # check_manifest OUTPUT role=FILE...
@@ -136,7 +138,6 @@ echo "== sam3: wrapped OrderedDict input"
 mkdir -p "$WORK/o"
 run_ok merge sam3 --sam3 "$F/sam3.pt" --trunk "$F/student.pt" --output "$WORK/o/merged.pt"
 cat "$WORK/merge.log"
-"$PY" "$CHECK" "$F/sam3.pt" "$F/student.pt" "$WORK/o/merged.pt" "$WORK/merge.log"
 check_manifest "$WORK/o/merged.pt" sam3="$F/sam3.pt" trunk="$F/student.pt"
 no_temp "$WORK/o"
 
@@ -146,13 +147,16 @@ cmp "$WORK/o/merged.pt" "$WORK/o/merged2.pt" || fail "two merges of the same inp
 
 echo "== sam3: flat input gives flat output"
 run_ok flat sam3 --sam3 "$F/sam3_flat.pt" --trunk "$F/student.pt" --output "$WORK/o/flat.pt"
-"$PY" "$CHECK" "$F/sam3_flat.pt" "$F/student.pt" "$WORK/o/flat.pt" "$WORK/flat.log"
 check_manifest "$WORK/o/flat.pt" sam3="$F/sam3_flat.pt" trunk="$F/student.pt"
 
 echo "== sam3: --text replaces the language backbone"
 run_ok text sam3 --sam3 "$F/sam3.pt" --trunk "$F/student.pt" --text "$F/text.pt" --output "$WORK/o/text.pt"
 cat "$WORK/text.log"
-"$PY" "$CHECK" "$F/sam3.pt" "$F/student.pt" "$WORK/o/text.pt" "$WORK/text.log" "$F/text.pt"
+
+echo "== sam3: outputs (key sets, bit-exact kept tensors, inserted tensors, summaries, manifests)"
+"$PY" "$CHECK" "$F/sam3.pt,$F/student.pt,$WORK/o/merged.pt,$WORK/merge.log" \
+               "$F/sam3_flat.pt,$F/student.pt,$WORK/o/flat.pt,$WORK/flat.log" \
+               "$F/sam3.pt,$F/student.pt,$WORK/o/text.pt,$WORK/text.log,$F/text.pt"
 check_manifest "$WORK/o/text.pt" sam3="$F/sam3.pt" trunk="$F/student.pt" text="$F/text.pt"
 
 echo "== sam3: --dry-run prints the plan and writes nothing"
@@ -218,45 +222,53 @@ sys.path.insert(0, __import__("os").environ["INSTINCT_SOURCE_DIR"] + "/tests/pyt
 from make_merge_fixtures import make_student
 bundle, f = sys.argv[1:3]
 info = json.load(open(f"{bundle}/bundle.json"))
-torch.save(make_student(out_channels=info["trunk"]["channels"], seed=4), f"{f}/student_bundle.pt")
+# a student that fits the bundle: its heads' trunk width, its input size
+torch.save(make_student(out_channels=info["trunk"]["channels"], img_size=info["image_size"], seed=4),
+           f"{f}/student_bundle.pt")
 neck = torch.jit.load(f"{bundle}/detector_neck.pt")
 with torch.no_grad():
     next(iter(neck.parameters())).mul_(1.5)  # a "fine-tuned" neck: same contract, other bytes
 torch.jit.save(neck, f"{f}/neck.pt")
 EOF
 cmp -s "$F/neck.pt" "$BUNDLE/detector_neck.pt" && fail "fixture neck equals the bundle's"
-check_bundle() {  # check_bundle OUT STUDENT NECK|-
-  "$PY" - "$BUNDLE" "$@" <<'EOF'
-import hashlib, json, pathlib, sys, torch
-src, out, student, neck = map(pathlib.Path, sys.argv[1:5])
-sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
-a, b = json.load(open(src / "bundle.json")), json.load(open(out / "bundle.json"))
-assert {k: v for k, v in a.items() if k != "modules"} == {k: v for k, v in b.items() if k != "modules"}, "bundle.json fields changed"
-assert set(a["modules"]) == set(b["modules"]), (a["modules"].keys(), b["modules"].keys())
-for key, m in b["modules"].items():
-    p = out / m["file"]
-    assert p.is_file(), f"{key}: {p} missing"
-    assert sha(p) == m["sha256"], f"{key}: sha256 in bundle.json does not match {p}"
-    if key == "trunk":
-        assert m.get("format") == "instinct-trunk", f"trunk format: {m.get('format')!r}"
-        got = torch.load(p, weights_only=True)
-        got = got["trunk"] if "trunk" in got else got
-        want = torch.load(student, weights_only=True)["trunk"]
-        assert set(got) == set(want), (sorted(set(got) ^ set(want))[:5])
-        for k in want:
-            assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
-    elif key == "detector_neck" and str(neck) != "-":
-        assert p.read_bytes() == neck.read_bytes(), "detector_neck.pt is not the given neck"
-    else:
-        assert p.read_bytes() == (src / a["modules"][key]["file"]).read_bytes(), f"{key}: not byte-identical"
-        assert m["sha256"] == a["modules"][key]["sha256"], key
-print(f"ok bundle {out.name}: {len(b['modules'])} modules")
-EOF
-}
 run_ok bundle bundle --bundle "$BUNDLE" --trunk "$F/student_bundle.pt" --output "$WORK/sb"
-check_bundle "$WORK/sb" "$F/student_bundle.pt" -
 run_ok bundle_neck bundle --bundle "$BUNDLE" --trunk "$F/student_bundle.pt" --neck "$F/neck.pt" --output "$WORK/sbn"
-check_bundle "$WORK/sbn" "$F/student_bundle.pt" "$F/neck.pt"
+# each case: OUT,STUDENT,NECK (NECK "-": the bundle's own detector neck is kept)
+"$PY" - "$BUNDLE" "$WORK/sb,$F/student_bundle.pt,-" "$WORK/sbn,$F/student_bundle.pt,$F/neck.pt" <<'EOF'
+import hashlib, json, pathlib, sys, torch
+src = pathlib.Path(sys.argv[1])
+sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def check(out, student, neck):
+    out, student = pathlib.Path(out), pathlib.Path(student)
+    a, b = json.load(open(src / "bundle.json")), json.load(open(out / "bundle.json"))
+    changed = [k for k in a if k not in ("modules", "name") and b.get(k) != a[k]]  # the tool may rename and annotate
+    assert not changed, f"bundle.json fields changed: {changed}"
+    assert set(a["modules"]) == set(b["modules"]), (a["modules"].keys(), b["modules"].keys())
+    for key, m in b["modules"].items():
+        p = out / m["file"]
+        assert p.is_file(), f"{key}: {p} missing"
+        assert sha(p) == m["sha256"], f"{key}: sha256 in bundle.json does not match {p}"
+        if key == "trunk":
+            assert m.get("format") == "instinct-trunk", f"trunk format: {m.get('format')!r}"
+            got = torch.load(p, weights_only=True)
+            got = got["trunk"] if "trunk" in got else got
+            want = torch.load(student, weights_only=True)["trunk"]
+            assert set(got) == set(want), (sorted(set(got) ^ set(want))[:5])
+            for k in want:
+                assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
+        elif key == "detector_neck" and neck != "-":
+            assert p.read_bytes() == pathlib.Path(neck).read_bytes(), "detector_neck.pt is not the given neck"
+        else:
+            assert p.read_bytes() == (src / a["modules"][key]["file"]).read_bytes(), f"{key}: not byte-identical"
+            assert m["sha256"] == a["modules"][key]["sha256"], key
+    print(f"ok bundle {out.name}: {len(b['modules'])} modules")
+
+
+for arg in sys.argv[2:]:
+    check(*arg.split(","))
+EOF
 run_ok bundle_dry bundle --bundle "$BUNDLE" --trunk "$F/student_bundle.pt" --output "$WORK/sb_dry" --dry-run
 [ ! -e "$WORK/sb_dry" ] || fail "bundle --dry-run wrote $WORK/sb_dry"
 mkdir "$WORK/berr"
