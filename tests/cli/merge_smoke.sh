@@ -215,6 +215,24 @@ set +e; "$MERGE" sam3 --sam3 "$F/norecord.pt" --trunk "$F/student.pt" --output "
 [ ! -e "$WORK/o/keep.pt.manifest.json" ] || fail "a failed merge wrote a manifest"
 no_temp "$WORK/o"
 
+echo "== --allow: keys outside detector./tracker. are an error unless their prefix is allowed"
+"$PY" - "$F" <<'EOF'
+import sys, torch
+f = sys.argv[1]
+sd = torch.load(f"{f}/sam3_flat.pt")
+sd["extra.scale"] = torch.ones(3)
+torch.save(sd, f"{f}/sam3_extra.pt")
+EOF
+expect_error allow_missing "extra\.scale" "$WORK/err" -- sam3 --sam3 "$F/sam3_extra.pt" --trunk "$F/student.pt" --output "$E"
+run_ok allow sam3 --sam3 "$F/sam3_extra.pt" --trunk "$F/student.pt" --output "$WORK/o/allow.pt" --allow extra.
+grep -q "waived by --allow: extra.scale" "$WORK/allow.log" || { cat "$WORK/allow.log"; fail "--allow: waived key not reported"; }
+"$PY" -c "
+import json, sys, torch
+m = json.load(open(sys.argv[1] + '.manifest.json'))
+assert m['waived'] == ['extra.scale'] and m['allow'] == ['extra.'], m
+assert torch.equal(torch.load(sys.argv[1], weights_only=True)['extra.scale'], torch.ones(3))
+" "$WORK/o/allow.pt" || fail "--allow: manifest or kept key wrong"
+
 echo "== bundle: student trunk (and detector neck) in a copy of the teacher bundle"
 "$PY" - "$BUNDLE" "$F" <<'EOF'
 import json, sys, torch
@@ -269,6 +287,11 @@ def check(out, student, neck):
 for arg in sys.argv[2:]:
     check(*arg.split(","))
 EOF
+# the student bundle is a bundle our tools run: a Stage-A step with it as the teacher
+make_images "$WORK/img" 12
+"$TRAIN" stageA teacher.bundle="$WORK/sbn" data.root="$WORK/img" "${TINY[@]}" optim.max_steps=1 eval.every=0 \
+  run_dir="$WORK/r_sb" > "$WORK/r_sb.log" 2>&1 || { cat "$WORK/r_sb.log"; fail "instinct-train with the student bundle"; }
+grep -q "student trunk written" "$WORK/r_sb.log" || { cat "$WORK/r_sb.log"; fail "stageA with the student bundle did not finish"; }
 run_ok bundle_dry bundle --bundle "$BUNDLE" --trunk "$F/student_bundle.pt" --output "$WORK/sb_dry" --dry-run
 [ ! -e "$WORK/sb_dry" ] || fail "bundle --dry-run wrote $WORK/sb_dry"
 mkdir "$WORK/berr"
