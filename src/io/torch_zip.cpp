@@ -602,6 +602,8 @@ LazyArchive::LazyArchive(const std::string& path) : path_(path) {
     unsigned char head[4] = {0, 0, 0, 0};
     const size_t got = std::fread(head, 1, 4, f);
     std::fclose(f);
+    INSTINCT_CHECK(got == 0 || head[0] != 0x80, path, ": legacy (pre-1.6) torch.save format or a plain pickle, not a "
+                   "zip archive; re-save it with torch >= 1.6: torch.save(torch.load(path), path)");
     INSTINCT_CHECK(got == 4 && head[0] == 'P' && head[1] == 'K', path,
                    got == 0 ? ": file is empty" : ": not a zip archive", "; expected a torch.save file");
   }
