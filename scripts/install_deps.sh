@@ -2,7 +2,7 @@
 # Installs the Debian bookworm packages the build, tests and demo need (only those missing).
 set -euo pipefail
 pkgs=(build-essential cmake libtorch-dev libopencv-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
-      libyaml-cpp-dev libgtest-dev libopenblas0-pthread python3-torch python3-torchvision python3-scipy
+      libyaml-cpp-dev libgtest-dev libgloo-dev libopenblas0-pthread python3-torch python3-torchvision python3-scipy
       python3-pil python3-numpy)
 missing=()
 for p in "${pkgs[@]}"; do

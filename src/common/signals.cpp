@@ -18,5 +18,6 @@ void install_stop_handlers() {
 }
 int stop_signal() { return g_signal.load(); }
 void reset_stop_signal() { g_signal.store(0); }
+void raise_stop_signal(int sig) { g_signal.store(sig); }
 
 }  // namespace instinct

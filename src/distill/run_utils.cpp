@@ -111,6 +111,7 @@ void CheckpointKeeper::save(const TrainState& st, model::StudentTrunkImpl& stude
   d.insert("step", st.step);
   d.insert("epoch", st.epoch);
   d.insert("batch_in_epoch", st.batch_in_epoch);
+  d.insert("images_per_batch", st.images_per_batch);
   // Floats as 0-dim tensors: Python 1.13's weights_only unpickler rejects the float opcode.
   d.insert("best_metric", torch::tensor(st.best_metric, torch::kFloat64));
   d.insert("optimizer", opt.state());
@@ -169,6 +170,7 @@ TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& stu
   st.step = get("step").toInt();
   st.epoch = get("epoch").toInt();
   st.batch_in_epoch = get("batch_in_epoch").toInt();
+  if (obj.toGenericDict().contains("images_per_batch")) st.images_per_batch = get("images_per_batch").toInt();
   st.best_metric = get("best_metric").toTensor().item<double>();
   if (ema && ema_model) {
     INSTINCT_CHECK(obj.toGenericDict().contains("ema"), path, ": EMA is enabled but the checkpoint has no 'ema' weights");
@@ -195,6 +197,7 @@ TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& stu
 }
 
 MetricsLog::MetricsLog(const std::string& path, int64_t resume_step, bool resuming) {
+  if (path.empty()) return;  // a rank other than 0: no file
   std::string kept;
   if (resuming && fs::exists(path)) {
     std::ifstream in(path);
@@ -212,6 +215,7 @@ MetricsLog::MetricsLog(const std::string& path, int64_t resume_step, bool resumi
 }
 
 void MetricsLog::write(const nlohmann::json& row) {
+  if (!out_.is_open()) return;
   out_ << row.dump() << "\n";
   out_.flush();
 }

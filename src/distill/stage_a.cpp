@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <csignal>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -173,8 +175,39 @@ int finish_run(int stopped, const TrainState& st, int64_t total_steps, int64_t s
   return 0;
 }
 
+std::vector<at::Tensor> module_tensors(torch::nn::Module& m) {
+  std::vector<at::Tensor> v;
+  for (auto& p : m.parameters()) v.push_back(p);
+  for (auto& b : m.buffers()) v.push_back(b);
+  return v;
+}
+
+void resume_position(TrainState& st, int64_t images_per_batch) {
+  if (st.images_per_batch > 0 && st.images_per_batch != images_per_batch && st.batch_in_epoch > 0) {
+    // Another batch size or world size than the checkpoint's: continue after the images consumed.
+    const int64_t seen = st.batch_in_epoch * st.images_per_batch;
+    st.batch_in_epoch = seen / images_per_batch;
+    spdlog::info("resume with {} instead of {} images per step: continuing the epoch at batch {} ({} of {} images "
+                 "re-used)", images_per_batch, st.images_per_batch, st.batch_in_epoch,
+                 seen - st.batch_in_epoch * images_per_batch, seen);
+  }
+  st.images_per_batch = images_per_batch;
+}
+
 int run_stage_a(const StageAConfig& cfg_in) {
   StageAConfig cfg = cfg_in;
+  // Data parallelism: rank/world from the launcher; each rank on its own GPU; rank 0 alone logs at
+  // info level and writes files.
+  const Distributed dist = Distributed::from_env(cfg.distributed, cfg.device != "cpu" && torch::cuda::is_available());
+  if (dist.enabled()) {
+    if ((cfg.device == "auto" || cfg.device == "cuda") && torch::cuda::is_available())
+      cfg.device = "cuda:" + std::to_string(dist.local_rank());
+    if (!dist.is_main()) spdlog::set_level(spdlog::level::warn);
+    INSTINCT_CHECK(cfg.cache.dir.empty(), "cache.dir with ", dist.world_size(),
+                   " ranks: the teacher-feature cache is single-process for now; fill it with one process first "
+                   "or leave cache.dir empty");
+    spdlog::info("data parallel: {} ranks ({})", dist.world_size(), dist.backend());
+  }
   RunContext run = RunContext::open(cfg.run_dir, cfg.device, cfg.precision, cfg.threads, cfg.checkpoint.resume);
   torch::manual_seed(uint64_t(cfg.seed));
 
@@ -213,11 +246,14 @@ int run_stage_a(const StageAConfig& cfg_in) {
   lc.seed = uint64_t(cfg.seed);
   lc.max_bad_fraction = cfg.data.max_bad_fraction;
   lc.pin_memory = run.device.is_cuda();
+  lc.rank = dist.rank();
+  lc.world_size = dist.world_size();
   data::Loader loader(train_set, pre, lc);
   const int64_t batches_per_epoch = loader.batches_per_epoch();
   INSTINCT_CHECK(batches_per_epoch > 0, "data: ", train_set->size(), " training images give no full batch of ",
                  cfg.batch_size, " (lower batch_size)");
-  const StepPlan plan = plan_steps(cfg.optim, batches_per_epoch, cfg.batch_size);
+  // The LR scales with the global batch (all ranks).
+  const StepPlan plan = plan_steps(cfg.optim, batches_per_epoch, cfg.batch_size * dist.world_size());
   const int accum = plan.accum;
   const int64_t total_steps = plan.total_steps, warmup_steps = plan.warmup_steps;
   const double peak_lr = plan.peak_lr;
@@ -239,8 +275,12 @@ int run_stage_a(const StageAConfig& cfg_in) {
     init_student(*student, cfg.init);
   }
   if (ema && run.resume_from.empty()) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema);
-  run.write_resolved_config(config::to_yaml(cfg));
-  MetricsLog metrics(cfg.run_dir + "/metrics.jsonl", st.step, !run.resume_from.empty());
+  resume_position(st, int64_t(cfg.batch_size) * dist.world_size());
+  // Every rank starts from rank 0's weights (a fresh random init differs per process otherwise).
+  dist.broadcast(module_tensors(*student));
+  if (ema_model) dist.broadcast(module_tensors(*ema_model));
+  if (dist.is_main()) run.write_resolved_config(config::to_yaml(cfg));
+  MetricsLog metrics(dist.is_main() ? cfg.run_dir + "/metrics.jsonl" : std::string(), st.step, !run.resume_from.empty());
 
   // Teacher-feature cache (keyed by everything that determines the features).
   std::unique_ptr<FeatureCache> cache;
@@ -330,17 +370,19 @@ int run_stage_a(const StageAConfig& cfg_in) {
   };
   CheckpointKeeper keeper(cfg.run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best);
   auto save_ckpt = [&](bool best) {
+    if (!dist.is_main()) return;
     keeper.save(st, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, config::to_yaml(cfg), "stageA", best);
     if (cache) cache->sync();
   };
 
-  if (st.step == 0 && st.epoch == 0 && st.batch_in_epoch == 0) {
+  if (st.step == 0 && st.epoch == 0 && st.batch_in_epoch == 0 && dist.is_main()) {
     auto r = evaluate(*student);
     log_eval("eval", r);
   }
 
   // Training loop: one optimizer step per `accum` micro-batches.
   install_stop_handlers();
+  student->freeze_batchnorm_stats(!cfg.batchnorm_stats);
   student->train();
   Progress progress("stageA", total_steps, cfg.log.progress);
   double win_loss = std::nan(""), win_cos = 0, win_cosine = 0, win_mse = 0;
@@ -383,6 +425,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
       st.batch_in_epoch = batch->batch_index + 1;
       if (++micro < accum) continue;
       micro = 0;
+      if (dist.enabled()) dist.average_gradients(student->parameters());
       clip_grad_norm(opt.params(), cfg.optim.grad_clip);
       const double lr = lr_at(st.step, total_steps, warmup_steps, peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
       opt.step(lr);
@@ -410,11 +453,16 @@ int run_stage_a(const StageAConfig& cfg_in) {
       else std::snprintf(fields, sizeof fields, "loss %.4g | cos %.4f | lr %.2e", win_loss, win_cosine, lr);
       progress.update(st.step, fields, double(images_seen), "img");
       auto eval_both = [&] {
+        if (!dist.is_main()) return -std::numeric_limits<double>::infinity();
         auto r = evaluate(*student);
         log_eval("eval", r);
         if (ema) log_eval("eval_ema", evaluate(*ema_model));
         return r.cosine;
       };
+      if (dist.enabled()) {  // all ranks stop at the same step when any got a signal
+        const int sig = stop_signal();
+        if (dist.sum(sig ? 1.0 : 0.0) > 0 && !sig) raise_stop_signal(SIGTERM);
+      }
       if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt)) != 0) break;
     }
     if (!stopped && st.step < total_steps) {
@@ -425,6 +473,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
   }
   progress.finish();
   if (cache) spdlog::info("teacher-feature cache: {} images served from {}, {} stored", cache->hits(), cfg.cache.dir, cache->stored());
+  if (!dist.is_main()) return stopped ? 128 + stopped : 0;
   return finish_run(stopped, st, total_steps, loader.num_skipped(), cfg.run_dir, *student,
                     ema ? ema_model.get() : nullptr);
 }

@@ -7,6 +7,8 @@ namespace instinct {
 void install_stop_handlers();
 /// The signal number received since install (0 if none).
 int stop_signal();
+/// Records `sig` as if it had been received (ranks agreeing to stop together).
+void raise_stop_signal(int sig);
 /// Clears the recorded signal (tests).
 void reset_stop_signal();
 

@@ -26,6 +26,7 @@ struct TrainState {
   int64_t step = 0;            ///< optimizer steps completed
   int64_t epoch = 0;           ///< current epoch
   int64_t batch_in_epoch = 0;  ///< micro-batches of `epoch` already consumed
+  int64_t images_per_batch = 0;  ///< images per micro-batch over all ranks when saved (0: unknown, older checkpoint)
   double best_metric = -std::numeric_limits<double>::infinity();  ///< best held-out metric so far
 };
 
@@ -89,6 +90,7 @@ TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& stu
 /// after the checkpoint by an interrupted run) are dropped first so the log has no duplicates.
 class MetricsLog {
  public:
+  /// An empty path gives a log that writes nothing (ranks other than 0).
   MetricsLog(const std::string& path, int64_t resume_step, bool resuming);
   void write(const nlohmann::json& row);
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "instinct/data/dataset.h"
+#include "instinct/distill/distributed.h"
 #include "instinct/distill/optim.h"
 #include "instinct/distill/run_utils.h"
 #include "instinct/model/vit.h"
@@ -130,6 +131,7 @@ struct StageAConfig {
   int threads = 0;                      ///< intra-op CPU threads; 0 = all cores
   int batch_size = 8;                   ///< micro-batch per process
   TeacherConfig teacher;
+  bool batchnorm_stats = true;  ///< update the adapter's BatchNorm running statistics (false: frozen at the init's; per-rank batches are small)
   model::VitConfig student;
   InitConfig init;
   DataConfig data;
@@ -140,6 +142,7 @@ struct StageAConfig {
   CheckpointConfig checkpoint;
   LogConfig log;
   CacheConfig cache;
+  DistributedConfig distributed;  ///< data parallelism across processes (docs/distributed.md)
   template <class V>
   void visit(V& v) {
     v("run_dir", run_dir, "output directory");
@@ -149,6 +152,7 @@ struct StageAConfig {
     v("threads", threads, "CPU intra-op threads; 0 = all cores");
     v("batch_size", batch_size, "micro-batch per process");
     v("teacher", teacher, "");
+    v("batchnorm_stats", batchnorm_stats, "update the adapter's BatchNorm running stats (false: frozen at init)");
     v("student", student, "");
     v("init", init, "");
     v("data", data, "");
@@ -159,6 +163,7 @@ struct StageAConfig {
     v("checkpoint", checkpoint, "");
     v("log", log, "");
     v("cache", cache, "");
+    v("distributed", distributed, "");
   }
 };
 
@@ -188,6 +193,14 @@ void init_student(model::StudentTrunkImpl& student, const InitConfig& init);
 
 /// Normalised images (B,3,S,S) bilinearly resized to size x size (returned as is when S == size).
 at::Tensor resize_images(const at::Tensor& images, int size);
+
+/// Every parameter and buffer of `m` (what a rank-0 broadcast synchronises).
+std::vector<at::Tensor> module_tensors(torch::nn::Module& m);
+
+/// Re-expresses a resumed state's position in the epoch for `images_per_batch` images per
+/// micro-batch over all ranks (batch size x world size) when the checkpoint was written with
+/// another value, and records the current value for the next checkpoint.
+void resume_position(TrainState& st, int64_t images_per_batch);
 
 /// Optimizer-step plan of a run: micro-batches per step, total and warm-up steps (from max_steps /
 /// warmup_steps, else from epochs), and the peak LR (base_lr scaled by global batch / base_batch).
