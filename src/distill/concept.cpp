@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -88,6 +89,7 @@ double mask_iou(const at::Tensor& a, const at::Tensor& b) {  // bool masks
 
 int run_concept(const ConceptConfig& cfg_in) {
   ConceptConfig cfg = cfg_in;
+  const Distributed dist = join_data_parallel(cfg.distributed, cfg.device);
   RunContext run = RunContext::open(cfg.run_dir, cfg.device, cfg.precision, cfg.threads, cfg.checkpoint.resume);
   torch::manual_seed(uint64_t(cfg.seed));
   const auto& L = cfg.loss;
@@ -169,11 +171,13 @@ int run_concept(const ConceptConfig& cfg_in) {
   lc.seed = uint64_t(cfg.seed);
   lc.max_bad_fraction = cfg.data.max_bad_fraction;
   lc.pin_memory = run.device.is_cuda();
+  lc.rank = dist.rank();
+  lc.world_size = dist.world_size();
   data::Loader loader(datasets.first, pre, lc);
   const int64_t batches_per_epoch = loader.batches_per_epoch();
   INSTINCT_CHECK(batches_per_epoch > 0, "data: ", datasets.first->size(), " training images give no full batch of ",
                  cfg.batch_size, " (lower batch_size)");
-  const StepPlan plan = plan_steps(cfg.optim, batches_per_epoch, cfg.batch_size);
+  const StepPlan plan = plan_steps(cfg.optim, batches_per_epoch, cfg.batch_size * dist.world_size());
   const int accum = plan.accum;
   const int64_t total_steps = plan.total_steps, warmup_steps = plan.warmup_steps;
   const double peak_lr = plan.peak_lr;
@@ -213,8 +217,15 @@ int run_concept(const ConceptConfig& cfg_in) {
   }
   spdlog::info("student: {} ({:.1f}M params); teacher {}: vocabulary {} concepts, {} queries", model::backbone_name(student->config()),
                model::num_parameters(*student) / 1e6, tinfo.name, vocab.size(), tinfo.num_queries);
-  run.write_resolved_config(config::to_yaml(cfg));
-  MetricsLog metrics(cfg.run_dir + "/metrics.jsonl", st.step, !run.resume_from.empty());
+  resume_position(st, int64_t(cfg.batch_size) * dist.world_size());
+  {  // every rank starts from rank 0's trunk, EMA and trainable heads
+    std::vector<at::Tensor> sync = module_tensors(*student);
+    if (ema_model) for (auto& t : module_tensors(*ema_model)) sync.push_back(t);
+    for (auto& [name, t] : heads) sync.push_back(t);
+    dist.broadcast(sync);
+  }
+  if (dist.is_main()) run.write_resolved_config(config::to_yaml(cfg));
+  MetricsLog metrics(dist.is_main() ? cfg.run_dir + "/metrics.jsonl" : std::string(), st.step, !run.resume_from.empty());
 
   // Model pieces shared by training and evaluation.
   auto teacher_fpn = [&](const at::Tensor& images, at::Tensor* feats) {
@@ -381,9 +392,10 @@ int run_concept(const ConceptConfig& cfg_in) {
   };
   CheckpointKeeper keeper(cfg.run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best);
   auto save_ckpt = [&](bool best) {
+    if (!dist.is_main()) return;
     keeper.save(st, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, config::to_yaml(cfg), "concept", best, heads);
   };
-  if (st.step == 0 && st.epoch == 0 && st.batch_in_epoch == 0) log_eval("eval", evaluate(*student));
+  if (st.step == 0 && st.epoch == 0 && st.batch_in_epoch == 0 && dist.is_main()) log_eval("eval", evaluate(*student));
 
   // Training.
   MaskLossConfig mcfg;
@@ -509,6 +521,11 @@ int run_concept(const ConceptConfig& cfg_in) {
       st.batch_in_epoch = batch->batch_index + 1;
       if (++micro < accum) continue;
       micro = 0;
+      if (dist.enabled()) {
+        std::vector<at::Tensor> ps;
+        for (const auto& [name, p] : opt.params()) ps.push_back(p);
+        dist.average_gradients(ps);
+      }
       clip_grad_norm(opt.params(), cfg.optim.grad_clip);
       const double lr = lr_at(st.step, total_steps, warmup_steps, peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
       opt.step(lr);
@@ -546,11 +563,13 @@ int run_concept(const ConceptConfig& cfg_in) {
       else std::snprintf(fields, sizeof fields, "loss %.4g | mask %.3f | cls %.3f | lr %.2e", last_row["loss"], last_row["mask"], last_row["class"], lr);
       progress.update(st.step, fields, double(images_seen), "img");
       auto eval_both = [&] {
+        if (!dist.is_main()) return -std::numeric_limits<double>::infinity();
         auto r = evaluate(*student);
         log_eval("eval", r);
         if (ema) log_eval("eval_ema", evaluate(*ema_model));
         return r["concept_mask_iou"].get<double>();
       };
+      agree_on_stop(dist);
       if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt)) != 0) break;
     }
     if (!stopped && st.step < total_steps) {
@@ -560,6 +579,7 @@ int run_concept(const ConceptConfig& cfg_in) {
     }
   }
   progress.finish();
+  if (!dist.is_main()) return stopped ? 128 + stopped : 0;
   const int rc = finish_run(stopped, st, total_steps, loader.num_skipped(), cfg.run_dir, *student,
                             ema ? ema_model.get() : nullptr);
   if (rc == 0 && sneck) {

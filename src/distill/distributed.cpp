@@ -10,10 +10,14 @@
 #endif
 #include <torch/torch.h>
 
+#include <spdlog/spdlog.h>
+
+#include <csignal>
 #include <cstdlib>
 #include <map>
 
 #include "instinct/common/error.h"
+#include "instinct/common/signals.h"
 
 namespace instinct::distill {
 namespace {
@@ -191,6 +195,22 @@ double Distributed::sum(double v) const {
   if (impl_->cuda) t[0] = t[0].to(at::Device(at::kCUDA, local_rank_));
   impl_->run("all-reduce of a scalar", [&] { impl_->allreduce(t); });
   return t[0].item<double>();
+}
+
+Distributed join_data_parallel(const DistributedConfig& cfg, std::string& device) {
+  const bool cuda = device != "cpu" && torch::cuda::is_available();
+  Distributed dist = Distributed::from_env(cfg, cuda);
+  if (!dist.enabled()) return dist;
+  if ((device == "auto" || device == "cuda") && cuda) device = "cuda:" + std::to_string(dist.local_rank());
+  if (!dist.is_main()) spdlog::set_level(spdlog::level::warn);
+  spdlog::info("data parallel: {} ranks ({})", dist.world_size(), dist.backend());
+  return dist;
+}
+
+void agree_on_stop(const Distributed& dist) {
+  if (!dist.enabled()) return;
+  const int sig = stop_signal();
+  if (dist.sum(sig ? 1.0 : 0.0) > 0 && !sig) raise_stop_signal(SIGTERM);
 }
 
 void Distributed::barrier() const {

@@ -198,16 +198,10 @@ int run_stage_a(const StageAConfig& cfg_in) {
   StageAConfig cfg = cfg_in;
   // Data parallelism: rank/world from the launcher; each rank on its own GPU; rank 0 alone logs at
   // info level and writes files.
-  const Distributed dist = Distributed::from_env(cfg.distributed, cfg.device != "cpu" && torch::cuda::is_available());
-  if (dist.enabled()) {
-    if ((cfg.device == "auto" || cfg.device == "cuda") && torch::cuda::is_available())
-      cfg.device = "cuda:" + std::to_string(dist.local_rank());
-    if (!dist.is_main()) spdlog::set_level(spdlog::level::warn);
-    INSTINCT_CHECK(cfg.cache.dir.empty(), "cache.dir with ", dist.world_size(),
-                   " ranks: the teacher-feature cache is single-process for now; fill it with one process first "
-                   "or leave cache.dir empty");
-    spdlog::info("data parallel: {} ranks ({})", dist.world_size(), dist.backend());
-  }
+  const Distributed dist = join_data_parallel(cfg.distributed, cfg.device);
+  INSTINCT_CHECK(!dist.enabled() || cfg.cache.dir.empty(), "cache.dir with ", dist.world_size(),
+                 " ranks: the teacher-feature cache is single-process for now; fill it with one process first "
+                 "or leave cache.dir empty");
   RunContext run = RunContext::open(cfg.run_dir, cfg.device, cfg.precision, cfg.threads, cfg.checkpoint.resume);
   torch::manual_seed(uint64_t(cfg.seed));
 
@@ -459,10 +453,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
         if (ema) log_eval("eval_ema", evaluate(*ema_model));
         return r.cosine;
       };
-      if (dist.enabled()) {  // all ranks stop at the same step when any got a signal
-        const int sig = stop_signal();
-        if (dist.sum(sig ? 1.0 : 0.0) > 0 && !sig) raise_stop_signal(SIGTERM);
-      }
+      agree_on_stop(dist);
       if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt)) != 0) break;
     }
     if (!stopped && st.step < total_steps) {

@@ -6,6 +6,7 @@
 #  - only rank 0 writes the run directory;
 #  - a run stopped with 2 ranks resumes in 1 process at the same place (same weights as an
 #    uninterrupted run), and a resume with another images-per-step re-expresses the position;
+#  - concept distillation runs with 2 ranks, rank 0 writing;
 #  - a rank that dies makes the other fail with a one-line error naming the collective, well before
 #    the default timeout, instead of hanging.
 source "$(dirname "$0")/common.sh"
@@ -61,6 +62,13 @@ two_ranks part2 "${common[@]}" batch_size=4 optim.max_steps=2 run_dir="$WORK/res
 one resumed4 "${common[@]}" batch_size=4 optim.max_steps=3 run_dir="$WORK/resume4"
 grep -q "resume with 4 instead of 8 images per step: continuing the epoch at batch 4" "$WORK/resumed4.log" \
   || { cat "$WORK/resumed4.log"; fail "position not re-expressed for another images-per-step"; }
+
+echo "== concept distillation with 2 ranks"
+two_ranks concept concept teacher.bundle="$BUNDLE" data.root="$WORK/img" "${TINY[@]}" threads=1 data.eval_images=8 \
+  init.from=random optim.max_steps=3 eval.every=0 log.every=1 concepts.min_negatives=1 distributed.timeout_s=20 run_dir="$WORK/concept"
+[ -f "$WORK/concept/trunk.pt" ] || fail "concept with 2 ranks wrote no trunk"
+[ "$(grep -c '"split":"train"' "$WORK/concept/metrics.jsonl")" -eq 3 ] || { cat "$WORK/concept/metrics.jsonl"; fail "concept metrics: rank 0's 3 train rows expected"; }
+grep -q "data parallel: 2 ranks (gloo)" "$WORK/concept.r0.log" || { cat "$WORK/concept.r0.log"; fail "concept rank 0 did not join"; }
 
 echo "== a dead rank makes the other fail, not hang"
 p=$(port)

@@ -102,6 +102,7 @@ struct ConceptConfig {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   LogConfig log;
+  DistributedConfig distributed;  ///< data parallelism across processes (docs/distributed.md)
   template <class V>
   void visit(V& v) {
     v("run_dir", run_dir, "output directory");
@@ -125,6 +126,7 @@ struct ConceptConfig {
     v("eval", eval, "");
     v("checkpoint", checkpoint, "");
     v("log", log, "");
+    v("distributed", distributed, "");
   }
 };
 

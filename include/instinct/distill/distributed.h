@@ -61,4 +61,11 @@ class Distributed {
   std::string backend_ = "none";
 };
 
+/// What a trainer does first: joins the job described by the environment, moves `device` ("auto" or
+/// "cuda") to this rank's GPU, quiets ranks other than 0 (warnings and errors only) and logs the job.
+Distributed join_data_parallel(const DistributedConfig& cfg, std::string& device);
+
+/// Once per step: if any rank received SIGINT/SIGTERM, every rank records it, so all stop together.
+void agree_on_stop(const Distributed& dist);
+
 }  // namespace instinct::distill
