@@ -6,7 +6,8 @@
 #   1. build with the machine's pip LibTorch (CUDA) + the carried deps, INSTINCT_WITH_IMGCODECS=OFF;
 #   2. unit tests: every gtest (CUDA tests included; tests needing JPEG decoding fail in this build
 #      and are listed, not hidden), the CUDA tests separately;
-#   3. Stage A then concept distillation on CUDA (bf16) with the tiny reference teacher and PPM images;
+#   3. Stage A then concept distillation on CUDA (bf16) with the tiny reference teacher and PPM images,
+#      and a 2-process data-parallel Stage A on the one GPU (Gloo);
 #   4. benchmark: Stage A with a teacher of SAM3's real trunk dimensions (random weights, 1008 px,
 #      446M parameters) and a ViT-B/16 student at 1008 px: instinct-train vs the PyTorch loop of
 #      scripts/bench_stageA_torch.py, images/s, MFU, peak GPU memory.
@@ -80,6 +81,16 @@ tail -4 "$W/c.log"; grep '"train"' "$W/runs/c/metrics.jsonl" | tail -1
 [ -f "$W/runs/c/trunk.pt" ] && record concept_cuda ok || record concept_cuda FAILED
 cp "$W/runs/sa/metrics.jsonl" "$OUT/stageA_tiny_metrics.jsonl" 2>/dev/null
 cp "$W/runs/c/metrics.jsonl" "$OUT/concept_tiny_metrics.jsonl" 2>/dev/null
+
+step "3b. data parallel: 2 processes on the one GPU (gloo, LOCAL_RANK 0 for both)"
+port=$(( 20000 + RANDOM % 20000 ))
+dp=(stageA --config configs/stageA_tiny_cpu.yaml device=cuda teacher.bundle="$W/tiny" data.root="$W/img"
+    optim.max_steps=20 eval.every=0 log.progress=false distributed.backend=gloo distributed.timeout_s=60)
+WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=1 timeout 120 "$B/instinct-train" "${dp[@]}" run_dir="$W/runs/dp" > "$W/dp1.log" 2>&1 &
+WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=0 timeout 120 "$B/instinct-train" "${dp[@]}" run_dir="$W/runs/dp" > "$W/dp0.log" 2>&1
+rc0=$?; wait $!; rc1=$?
+tail -3 "$W/dp0.log"; tail -2 "$W/dp1.log"
+[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ] && record dp_2proc ok || record dp_2proc "FAILED (rank0 rc $rc0, rank1 rc $rc1)"
 
 step "4. benchmark: SAM3-size teacher trunk, ViT-B/16 student at 1008 px"
 steps="${GPU_CHECK_STEPS:-30}"; batch="${GPU_CHECK_BATCH:-16}"
