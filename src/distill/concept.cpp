@@ -392,7 +392,6 @@ int run_concept(const ConceptConfig& cfg_in) {
   };
   CheckpointKeeper keeper(cfg.run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best);
   auto save_ckpt = [&](bool best) {
-    if (!dist.is_main()) return;
     keeper.save(st, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, config::to_yaml(cfg), "concept", best, heads);
   };
   if (st.step == 0 && st.epoch == 0 && st.batch_in_epoch == 0 && dist.is_main()) log_eval("eval", evaluate(*student));
@@ -563,14 +562,12 @@ int run_concept(const ConceptConfig& cfg_in) {
       else std::snprintf(fields, sizeof fields, "loss %.4g | mask %.3f | cls %.3f | lr %.2e", last_row["loss"], last_row["mask"], last_row["class"], lr);
       progress.update(st.step, fields, double(images_seen), "img");
       auto eval_both = [&] {
-        if (!dist.is_main()) return -std::numeric_limits<double>::infinity();
         auto r = evaluate(*student);
         log_eval("eval", r);
         if (ema) log_eval("eval_ema", evaluate(*ema_model));
         return r["concept_mask_iou"].get<double>();
       };
-      agree_on_stop(dist);
-      if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt)) != 0) break;
+      if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt, dist)) != 0) break;
     }
     if (!stopped && st.step < total_steps) {
       ++epoch;

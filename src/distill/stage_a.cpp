@@ -139,7 +139,13 @@ StepPlan plan_steps(const OptimConfig& o, int64_t batches_per_epoch, int batch_s
 }
 
 int finish_step(TrainState& st, int64_t epoch, bool last, const EvalConfig& eval, const CheckpointConfig& checkpoint,
-                Progress& progress, const std::function<double()>& evaluate, const std::function<void(bool)>& save) {
+                Progress& progress, const std::function<double()>& evaluate_main, const std::function<void(bool)>& save_main,
+                const Distributed& dist) {
+  agree_on_stop(dist);
+  auto evaluate = [&] { return dist.is_main() ? evaluate_main() : -std::numeric_limits<double>::infinity(); };
+  auto save = [&](bool best) {
+    if (dist.is_main()) save_main(best);
+  };
   bool best = false;
   if ((eval.every > 0 && st.step % eval.every == 0) || last) {
     progress.finish();
@@ -364,7 +370,6 @@ int run_stage_a(const StageAConfig& cfg_in) {
   };
   CheckpointKeeper keeper(cfg.run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best);
   auto save_ckpt = [&](bool best) {
-    if (!dist.is_main()) return;
     keeper.save(st, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, config::to_yaml(cfg), "stageA", best);
     if (cache) cache->sync();
   };
@@ -447,14 +452,12 @@ int run_stage_a(const StageAConfig& cfg_in) {
       else std::snprintf(fields, sizeof fields, "loss %.4g | cos %.4f | lr %.2e", win_loss, win_cosine, lr);
       progress.update(st.step, fields, double(images_seen), "img");
       auto eval_both = [&] {
-        if (!dist.is_main()) return -std::numeric_limits<double>::infinity();
         auto r = evaluate(*student);
         log_eval("eval", r);
         if (ema) log_eval("eval_ema", evaluate(*ema_model));
         return r.cosine;
       };
-      agree_on_stop(dist);
-      if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt)) != 0) break;
+      if ((stopped = finish_step(st, epoch, last, cfg.eval, cfg.checkpoint, progress, eval_both, save_ckpt, dist)) != 0) break;
     }
     if (!stopped && st.step < total_steps) {
       ++epoch;

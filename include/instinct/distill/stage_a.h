@@ -215,8 +215,10 @@ StepPlan plan_steps(const OptimConfig& optim, int64_t batches_per_epoch, int bat
 /// or on the last step (`evaluate` logs and returns the held-out metric, higher is better; it updates
 /// st.best_metric), a checkpoint when `checkpoint.every` divides the step, on the last step or on a
 /// new best (`save(best)`), then SIGINT/SIGTERM: checkpoint and return the signal. Returns 0 to go on.
+/// With several ranks, only rank 0 evaluates and saves, and all ranks agree on stopping.
 int finish_step(TrainState& st, int64_t epoch, bool last, const EvalConfig& eval, const CheckpointConfig& checkpoint,
-                Progress& progress, const std::function<double()>& evaluate, const std::function<void(bool)>& save);
+                Progress& progress, const std::function<double()>& evaluate, const std::function<void(bool)>& save,
+                const Distributed& dist);
 
 /// End of a run: warns about skipped images; when `stopped`, says how to resume and returns
 /// 128 + signal; otherwise writes <run_dir>/trunk.pt (and trunk_ema.pt when `ema_model`) and returns 0.
