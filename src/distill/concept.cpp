@@ -198,6 +198,7 @@ int run_concept(const ConceptConfig& cfg_in) {
     for (auto& [name, p] : sneck->named_parameters("detector_neck")) heads.emplace_back("detector_neck." + name, p);
   params.insert(params.end(), heads.begin(), heads.end());
   AdamW opt(params, cfg.optim);
+  spdlog::info("optimizer: AdamW with {} kernels", kernel_name(opt.kernel()));
   std::unique_ptr<Ema> ema;
   if (cfg.ema.enabled) {
     ema_model = model::StudentTrunk(cfg.student);
@@ -206,14 +207,14 @@ int run_concept(const ConceptConfig& cfg_in) {
   }
   TrainState st;
   if (!run.resume_from.empty()) {
-    if (cfg.ema.enabled) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema);
+    if (cfg.ema.enabled) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema, opt.kernel());
     st = load_checkpoint(run.resume_from, *student, opt, ema.get(), ema ? ema_model.get() : nullptr, heads);
     spdlog::info("resumed from {} at step {} (epoch {}, batch {})", run.resume_from, st.step, st.epoch, st.batch_in_epoch);
   } else {
     if (cfg.init.from == "random")
       spdlog::warn("init.from is random: concept distillation normally starts from a Stage A trunk (init.from=instinct init.path=...)");
     init_student(*student, cfg.init);
-    if (cfg.ema.enabled) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema);
+    if (cfg.ema.enabled) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema, opt.kernel());
   }
   spdlog::info("student: {} ({:.1f}M params); teacher {}: vocabulary {} concepts, {} queries", model::backbone_name(student->config()),
                model::num_parameters(*student) / 1e6, tinfo.name, vocab.size(), tinfo.num_queries);
@@ -434,6 +435,10 @@ int run_concept(const ConceptConfig& cfg_in) {
   Progress progress("concept", total_steps, cfg.log.progress);
   int micro = 0, stopped = 0;
   int64_t epoch = st.epoch;
+  std::vector<at::Tensor> trained;
+  for (const auto& kv : opt.params()) trained.push_back(kv.second);
+  GradientReducer reducer(dist, trained, cfg.distributed);
+  if (reducer.buckets() > 0) spdlog::info("gradient all-reduce overlapped with backward: {} buckets", reducer.buckets());
   while (st.step < total_steps && !stopped) {
     loader.start_epoch(epoch, st.batch_in_epoch);
     while (st.step < total_steps) {
@@ -508,6 +513,7 @@ int run_concept(const ConceptConfig& cfg_in) {
         acc[k] += l[k].detach().to(torch::kFloat);
       }
       lap(tp, "losses");
+      reducer.prepare(micro + 1 == accum);
       (total / accum).backward();
       lap(tp, "backward");
       acc["loss"] += total.detach();
@@ -520,12 +526,8 @@ int run_concept(const ConceptConfig& cfg_in) {
       st.batch_in_epoch = batch->batch_index + 1;
       if (++micro < accum) continue;
       micro = 0;
-      if (dist.enabled()) {
-        std::vector<at::Tensor> ps;
-        for (const auto& [name, p] : opt.params()) ps.push_back(p);
-        dist.average_gradients(ps);
-      }
-      clip_grad_norm(opt.params(), cfg.optim.grad_clip);
+      reducer.finish();
+      clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel());
       const double lr = lr_at(st.step, total_steps, warmup_steps, peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
       opt.step(lr);
       opt.zero_grad();

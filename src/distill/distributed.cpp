@@ -8,13 +8,18 @@
 #ifdef INSTINCT_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/torch.h>
 
 #include <spdlog/spdlog.h>
 
 #include <csignal>
 #include <cstdlib>
+#include <deque>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "instinct/common/error.h"
 #include "instinct/common/signals.h"
@@ -43,13 +48,24 @@ std::string brief(const std::exception& e) {
 // in 2.x, where they are c10d::Backend subclasses).
 struct Distributed::Impl {
   virtual ~Impl() = default;
-  virtual void allreduce(std::vector<at::Tensor>& t) = 0;
+  /// Starts an all-reduce (sum, or max) and returns what waits for it. Under NCCL the wait only
+  /// makes the current CUDA stream wait (the watchdog enforces the timeout); under Gloo it blocks.
+  virtual std::function<void()> allreduce_async(std::vector<at::Tensor>& t, bool max) = 0;
   virtual void broadcast(std::vector<at::Tensor>& t) = 0;
   virtual void barrier() = 0;
+  void allreduce(std::vector<at::Tensor>& t) { allreduce_async(t, false)(); }
   c10::intrusive_ptr<c10d::Store> store;
   std::chrono::milliseconds timeout{0};
   int rank = 0;
+  int local_rank = 0;
   bool cuda = false;  // collectives run on device tensors (NCCL)
+  // Stop agreement rounds still in flight (oldest first).
+  struct Flag {
+    at::Tensor value, host;
+    std::function<void()> wait;
+    std::shared_ptr<c10::Event> ready;
+  };
+  std::deque<Flag> flags;
 
   void run(const char* what, const std::function<void()>& fn) {
     try {
@@ -65,9 +81,20 @@ namespace {
 template <class PG>
 struct BackendImpl : Distributed::Impl {
   c10::intrusive_ptr<PG> pg;
-  void allreduce(std::vector<at::Tensor>& t) override { pg->allreduce(t)->wait(timeout); }
-  void broadcast(std::vector<at::Tensor>& t) override { pg->broadcast(t)->wait(timeout); }
-  void barrier() override { pg->barrier()->wait(timeout); }
+  // An explicit timeout makes NCCL's wait block the host; NCCL's own watchdog enforces it instead.
+  template <class W>
+  void wait(const W& w) {
+    if (cuda) w->wait();
+    else w->wait(timeout);
+  }
+  std::function<void()> allreduce_async(std::vector<at::Tensor>& t, bool max) override {
+    c10d::AllreduceOptions o;
+    if (max) o.reduceOp = c10d::ReduceOp::MAX;
+    auto w = pg->allreduce(t, o);
+    return [this, w] { wait(w); };
+  }
+  void broadcast(std::vector<at::Tensor>& t) override { wait(pg->broadcast(t)); }
+  void barrier() override { wait(pg->barrier()); }
 };
 }  // namespace
 
@@ -78,6 +105,22 @@ Distributed Distributed::from_env(const DistributedConfig& cfg, bool cuda) {
   d.local_rank_ = env_int("LOCAL_RANK", d.rank_);
   INSTINCT_CHECK(d.rank_ < d.world_, "RANK=", d.rank_, " with WORLD_SIZE=", d.world_, ": expected RANK < WORLD_SIZE");
   INSTINCT_CHECK(cfg.timeout_s > 0, "distributed.timeout_s = ", cfg.timeout_s, ": expected > 0");
+  if (d.world_ == 1) return d;
+  const char* addr = std::getenv("MASTER_ADDR");
+  const int port = env_int("MASTER_PORT", 29500);
+  INSTINCT_CHECK(addr && *addr, "WORLD_SIZE=", d.world_, " but MASTER_ADDR is not set; launch with torchrun or set "
+                 "MASTER_ADDR and MASTER_PORT");
+  return connect(cfg, d.rank_, d.world_, d.local_rank_, addr, port, cuda);
+}
+
+Distributed Distributed::connect(const DistributedConfig& cfg, int rank, int world, int local_rank,
+                                 const std::string& addr, int port, bool cuda) {
+  Distributed d;
+  d.rank_ = rank;
+  d.world_ = world;
+  d.local_rank_ = local_rank;
+  INSTINCT_CHECK(cfg.timeout_s > 0, "distributed.timeout_s = ", cfg.timeout_s, ": expected > 0");
+  INSTINCT_CHECK(cfg.bucket_mb > 0, "distributed.bucket_mb = ", cfg.bucket_mb, ": expected > 0");
   if (d.world_ == 1) return d;
   std::string backend = cfg.backend;
   if (backend == "auto") {
@@ -93,10 +136,6 @@ Distributed Distributed::from_env(const DistributedConfig& cfg, bool cuda) {
   INSTINCT_CHECK(backend != "nccl", "distributed.backend = nccl: this build has no NCCL (configure with "
                  "-DINSTINCT_WITH_NCCL=ON against a CUDA LibTorch), use gloo");
 #endif
-  const char* addr = std::getenv("MASTER_ADDR");
-  const int port = env_int("MASTER_PORT", 29500);
-  INSTINCT_CHECK(addr && *addr, "WORLD_SIZE=", d.world_, " but MASTER_ADDR is not set; launch with torchrun or set "
-                 "MASTER_ADDR and MASTER_PORT");
   INSTINCT_CHECK(port > 0 && port < 65536, "MASTER_PORT=", port, ": expected a TCP port");
   const auto timeout = std::chrono::milliseconds(int64_t(cfg.timeout_s) * 1000);
   c10d::TCPStoreOptions so;
@@ -107,7 +146,7 @@ Distributed Distributed::from_env(const DistributedConfig& cfg, bool cuda) {
   so.timeout = timeout;
   c10::intrusive_ptr<c10d::Store> store;
   try {
-    store = c10::make_intrusive<c10d::TCPStore>(std::string(addr), so);
+    store = c10::make_intrusive<c10d::TCPStore>(addr, so);
   } catch (const std::exception& e) {
     fail("rank ", d.rank_, ": rendezvous at ", addr, ":", port, " with ", d.world_, " ranks failed within ",
          cfg.timeout_s, " s: ", brief(e));
@@ -140,6 +179,7 @@ Distributed Distributed::from_env(const DistributedConfig& cfg, bool cuda) {
   d.impl_->store = store;
   d.impl_->timeout = timeout;
   d.impl_->rank = d.rank_;
+  d.impl_->local_rank = d.local_rank_;
   d.backend_ = backend;
   return d;
 }
@@ -154,7 +194,7 @@ void Distributed::broadcast(const std::vector<at::Tensor>& tensors) const {
   }
 }
 
-void Distributed::average_gradients(const std::vector<at::Tensor>& params, int64_t bucket_mb) const {
+void Distributed::average_gradients(const std::vector<at::Tensor>& params, double bucket_mb) const {
   if (!enabled()) return;
   torch::NoGradGuard ng;
   // Buckets of same-dtype gradients, flattened, summed, divided, copied back.
@@ -163,7 +203,7 @@ void Distributed::average_gradients(const std::vector<at::Tensor>& params, int64
     if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
     by_dtype[p.grad().scalar_type()].push_back(p.grad());
   }
-  const int64_t cap = std::max<int64_t>(1, bucket_mb) << 20;
+  const int64_t cap = std::max<int64_t>(1, int64_t(bucket_mb * double(1 << 20)));
   for (auto& [dtype, grads] : by_dtype) {
     size_t i = 0;
     while (i < grads.size()) {
@@ -189,14 +229,6 @@ void Distributed::average_gradients(const std::vector<at::Tensor>& params, int64
   }
 }
 
-double Distributed::sum(double v) const {
-  if (!enabled()) return v;
-  std::vector<at::Tensor> t{torch::tensor({v}, torch::kFloat64)};
-  if (impl_->cuda) t[0] = t[0].to(at::Device(at::kCUDA, local_rank_));
-  impl_->run("all-reduce of a scalar", [&] { impl_->allreduce(t); });
-  return t[0].item<double>();
-}
-
 Distributed join_data_parallel(const DistributedConfig& cfg, std::string& device) {
   const bool cuda = device != "cpu" && torch::cuda::is_available();
   Distributed dist = Distributed::from_env(cfg, cuda);
@@ -207,10 +239,199 @@ Distributed join_data_parallel(const DistributedConfig& cfg, std::string& device
   return dist;
 }
 
-void agree_on_stop(const Distributed& dist) {
-  if (!dist.enabled()) return;
-  const int sig = stop_signal();
-  if (dist.sum(sig ? 1.0 : 0.0) > 0 && !sig) raise_stop_signal(SIGTERM);
+int Distributed::agree_on_signal(int local_signal) const {
+  if (!enabled()) return local_signal;
+  Impl& I = *impl_;
+  const size_t lag = I.cuda ? 2 : 0;
+  Impl::Flag f;
+  if (I.cuda) {
+    const at::Device dev(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank_));
+    f.value = torch::full({1}, local_signal, at::TensorOptions().dtype(at::kInt).device(dev));
+    f.host = at::empty({1}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+    std::vector<at::Tensor> v{f.value};
+    I.run("stop agreement", [&] { I.allreduce_async(v, /*max=*/true)(); });  // orders the stream only
+    f.host.copy_(f.value, /*non_blocking=*/true);
+    f.ready = std::make_shared<c10::Event>(c10::DeviceType::CUDA);
+    f.ready->record(c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(dev));
+  } else {
+    f.value = torch::full({1}, local_signal, torch::kInt);
+    std::vector<at::Tensor> v{f.value};
+    I.run("stop agreement", [&] { f.wait = I.allreduce_async(v, /*max=*/true); });
+  }
+  I.flags.push_back(std::move(f));
+  if (I.flags.size() <= lag) return 0;
+  Impl::Flag done = std::move(I.flags.front());
+  I.flags.pop_front();
+  if (!done.ready) {
+    I.run("stop agreement", [&] { done.wait(); });
+    return done.value.item<int>();
+  }
+  // `lag` steps old: the stream is normally long past it, so this rarely waits at all.
+  const auto deadline = std::chrono::steady_clock::now() + I.timeout;
+  while (!done.ready->query()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      fail("rank ", rank_, ": stop agreement failed (another rank exited, or none answered within ", I.timeout.count() / 1000, " s)");
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return done.host.item<int>();
+}
+
+int agree_on_stop(const Distributed& dist) { return dist.agree_on_signal(stop_signal()); }
+
+// ---------------------------------------------------------------------------------------------
+// GradientReducer
+
+struct GradientReducer::State {
+  struct Bucket {
+    std::vector<size_t> members;
+    at::Tensor flat;
+    int64_t pending = 0;
+    bool started = false;
+    std::function<void()> wait;
+  };
+  std::shared_ptr<Distributed::Impl> impl;
+  std::vector<at::Tensor> params;
+  std::vector<Bucket> buckets;
+  std::vector<size_t> bucket_of;
+  std::vector<int64_t> offset;
+  std::vector<char> arrived;
+  size_t next = 0;       // first bucket not started yet
+  bool active = false;   // the current backward ends a step
+  std::mutex mu;
+
+  at::Tensor slot(size_t i) {
+    return buckets[bucket_of[i]].flat.narrow(0, offset[i], params[i].numel()).view(params[i].sizes());
+  }
+  void reset() {
+    std::fill(arrived.begin(), arrived.end(), 0);
+    for (auto& b : buckets) {
+      b.pending = int64_t(b.members.size());
+      b.started = false;
+    }
+    next = 0;
+  }
+  // Buckets start strictly in order so that every rank issues the same sequence of collectives.
+  void start_ready() {
+    while (next < buckets.size() && buckets[next].pending == 0) {
+      auto& b = buckets[next++];
+      std::vector<at::Tensor> v{b.flat};
+      impl->run("gradient all-reduce", [&] { b.wait = impl->allreduce_async(v, false); });
+      b.started = true;
+    }
+  }
+  void on_grad(size_t i, const at::Tensor& g) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!active) return;
+    torch::NoGradGuard ng;
+    auto& b = buckets[bucket_of[i]];
+    auto s = slot(i);
+    if (arrived[i]) {
+      INSTINCT_CHECK(!b.started, "a second gradient for parameter #", i, " arrived after its bucket's all-reduce "
+                     "started; set distributed.overlap=false");
+      s.add_(g.to(s.device()));
+      return;
+    }
+    s.copy_(g);
+    if (params[i].grad().defined()) s.add_(params[i].grad().to(s.device()));  // earlier micro-batches
+    arrived[i] = 1;
+    if (--b.pending == 0) start_ready();
+  }
+};
+
+GradientReducer::GradientReducer(const Distributed& dist, std::vector<at::Tensor> params, const DistributedConfig& cfg)
+    : dist_(dist), cfg_(cfg) {
+  for (auto& p : params)
+    if (p.requires_grad()) params_.push_back(p);
+  if (!dist_.enabled() || !cfg_.overlap) return;
+  state_ = std::make_shared<State>();
+  auto& S = *state_;
+  S.impl = dist_.impl_;
+  S.params = params_;
+  S.bucket_of.resize(params_.size());
+  S.offset.resize(params_.size());
+  S.arrived.assign(params_.size(), 0);
+  // Reverse order: backward produces the last layers' gradients first.
+  const int64_t cap = std::max<int64_t>(1, int64_t(cfg_.bucket_mb * double(1 << 20)));
+  int64_t bytes = 0, numel = 0;
+  for (size_t k = params_.size(); k-- > 0;) {
+    const auto& p = params_[k];
+    const int64_t nb = p.numel() * int64_t(p.element_size());
+    bool fresh = S.buckets.empty() || bytes + nb > cap;
+    if (!fresh) {
+      const auto& first = params_[S.buckets.back().members.front()];
+      fresh = first.scalar_type() != p.scalar_type() || first.device() != p.device();
+    }
+    if (fresh) {
+      if (!S.buckets.empty())
+        S.buckets.back().flat = torch::zeros({numel}, params_[S.buckets.back().members.front()].options()
+                                                          .device(S.impl->cuda ? p.device() : at::Device(at::kCPU)));
+      S.buckets.emplace_back();
+      bytes = numel = 0;
+    }
+    S.bucket_of[k] = S.buckets.size() - 1;
+    S.offset[k] = numel;
+    S.buckets.back().members.push_back(k);
+    bytes += nb;
+    numel += p.numel();
+  }
+  if (!S.buckets.empty()) {
+    const auto& p = params_[S.buckets.back().members.front()];
+    S.buckets.back().flat = torch::zeros({numel}, p.options().device(S.impl->cuda ? p.device() : at::Device(at::kCPU)));
+  }
+  S.reset();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    std::shared_ptr<State> st = state_;
+    hooks_.push_back(params_[i].register_hook([st, i](const at::Tensor& g) { st->on_grad(i, g); }));
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  for (size_t i = 0; i < hooks_.size(); ++i) params_[i].remove_hook(hooks_[i]);
+}
+
+int64_t GradientReducer::buckets() const { return state_ ? int64_t(state_->buckets.size()) : 0; }
+
+void GradientReducer::prepare(bool last_micro_batch) {
+  if (!state_) return;
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->active = last_micro_batch;
+  if (last_micro_batch) state_->reset();
+}
+
+void GradientReducer::finish() {
+  if (!dist_.enabled()) return;
+  if (!state_) {
+    dist_.average_gradients(params_, cfg_.bucket_mb);
+    return;
+  }
+  auto& S = *state_;
+  torch::NoGradGuard ng;
+  {
+    std::lock_guard<std::mutex> lock(S.mu);
+    INSTINCT_ASSERT(S.active);
+    started_early_ = int64_t(S.next);
+    for (size_t i = 0; i < S.params.size(); ++i) {
+      if (S.arrived[i]) continue;
+      auto s = S.slot(i);  // no gradient this step: what earlier micro-batches left, or zeros
+      if (S.params[i].grad().defined()) s.copy_(S.params[i].grad());
+      else s.zero_();
+      S.arrived[i] = 1;
+      --S.buckets[S.bucket_of[i]].pending;
+    }
+    S.start_ready();
+    INSTINCT_ASSERT(S.next == S.buckets.size());
+    S.active = false;
+  }
+  for (auto& b : S.buckets) {
+    S.impl->run("gradient all-reduce", [&] { b.wait(); });
+    b.flat.div_(dist_.world_size());
+    for (size_t i : b.members) {
+      auto& p = S.params[i];
+      auto s = S.slot(i);
+      if (p.grad().defined()) p.mutable_grad().copy_(s);
+      else p.mutable_grad() = s.to(p.device(), /*non_blocking=*/false, /*copy=*/true);
+    }
+  }
 }
 
 void Distributed::barrier() const {

@@ -141,7 +141,7 @@ StepPlan plan_steps(const OptimConfig& o, int64_t batches_per_epoch, int batch_s
 int finish_step(TrainState& st, int64_t epoch, bool last, const EvalConfig& eval, const CheckpointConfig& checkpoint,
                 Progress& progress, const std::function<double()>& evaluate_main, const std::function<void(bool)>& save_main,
                 const Distributed& dist) {
-  agree_on_stop(dist);
+  const int stopped = agree_on_stop(dist);
   auto evaluate = [&] { return dist.is_main() ? evaluate_main() : -std::numeric_limits<double>::infinity(); };
   auto save = [&](bool best) {
     if (dist.is_main()) save_main(best);
@@ -157,7 +157,6 @@ int finish_step(TrainState& st, int64_t epoch, bool last, const EvalConfig& eval
     st.epoch = epoch;
     save(best);
   }
-  const int stopped = stop_signal();
   if (stopped != 0) {
     progress.finish();
     st.epoch = epoch;
@@ -260,12 +259,13 @@ int run_stage_a(const StageAConfig& cfg_in) {
 
   // Optimiser, EMA, state restoration.
   AdamW opt(trainable_parameters(*student), cfg.optim);
+  spdlog::info("optimizer: AdamW with {} kernels", kernel_name(opt.kernel()));
   std::unique_ptr<Ema> ema;
   if (cfg.ema.enabled) {
     ema_model = model::StudentTrunk(cfg.student);
     ema_model->to(run.device);
     ema_model->eval();
-    ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema);
+    ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema, opt.kernel());
   }
   TrainState st;
   if (!run.resume_from.empty()) {
@@ -274,7 +274,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
   } else {
     init_student(*student, cfg.init);
   }
-  if (ema && run.resume_from.empty()) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema);
+  if (ema && run.resume_from.empty()) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema, opt.kernel());
   resume_position(st, int64_t(cfg.batch_size) * dist.world_size());
   // Every rank starts from rank 0's weights (a fresh random init differs per process otherwise).
   dist.broadcast(module_tensors(*student));
@@ -393,6 +393,8 @@ int run_stage_a(const StageAConfig& cfg_in) {
   at::Tensor acc_cos = acc_loss.clone(), acc_mse = acc_loss.clone(), acc_cosine = acc_loss.clone();
   int stopped = 0;
   int64_t epoch = st.epoch;
+  GradientReducer reducer(dist, student->parameters(), cfg.distributed);
+  if (reducer.buckets() > 0) spdlog::info("gradient all-reduce overlapped with backward: {} buckets", reducer.buckets());
   while (st.step < total_steps && !stopped) {
     loader.start_epoch(epoch, st.batch_in_epoch);
     while (st.step < total_steps) {
@@ -413,6 +415,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
         auto sfeat = student->forward(student_input(images));
         l = stage_a_loss(sfeat, tfeat, gv, cfg.loss);
       }
+      reducer.prepare(micro + 1 == accum);
       (l.total / accum).backward();
       acc_loss += l.total.detach();
       acc_cos += l.cos_term.detach();
@@ -424,8 +427,8 @@ int run_stage_a(const StageAConfig& cfg_in) {
       st.batch_in_epoch = batch->batch_index + 1;
       if (++micro < accum) continue;
       micro = 0;
-      if (dist.enabled()) dist.average_gradients(student->parameters());
-      clip_grad_norm(opt.params(), cfg.optim.grad_clip);
+      reducer.finish();
+      clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel());
       const double lr = lr_at(st.step, total_steps, warmup_steps, peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
       opt.step(lr);
       opt.zero_grad();

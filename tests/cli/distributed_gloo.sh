@@ -2,7 +2,8 @@
 # Data parallelism on c10d/Gloo with real processes (the way torchrun starts them: RANK, WORLD_SIZE,
 # MASTER_ADDR, MASTER_PORT):
 #  - 2 ranks x batch 4 give the same weights as 1 process with batch 8 (to 1e-5), while 1 process
-#    with batch 4 differs by far more (so the comparison can tell);
+#    with batch 4 differs by far more (so the comparison can tell); so do 2 ranks x 2 micro-batches
+#    x 2 images with the all-reduce overlapped in small buckets, and 2 ranks without overlap;
 #  - only rank 0 writes the run directory;
 #  - a run stopped with 2 ranks resumes in 1 process at the same place (same weights as an
 #    uninterrupted run), and a resume with another images-per-step re-expresses the position;
@@ -50,6 +51,20 @@ echo "max |w_single - w_2ranks| = $d_dp, max |w_single - w_half_batch| = $d_half
 grep -q "data parallel: 2 ranks (gloo)" "$WORK/dp.r0.log" || { cat "$WORK/dp.r0.log"; fail "rank 0 did not report the process group"; }
 [ "$(grep -c '"split":"train"' "$WORK/dp/metrics.jsonl")" -eq 4 ] || { cat "$WORK/dp/metrics.jsonl"; fail "metrics.jsonl should hold rank 0's 4 train rows only"; }
 ! grep -q "\[info\]" "$WORK/dp.r1.log" || { cat "$WORK/dp.r1.log"; fail "rank 1 should log warnings and errors only"; }
+
+grep -q "gradient all-reduce overlapped with backward: [0-9]* buckets" "$WORK/dp.r0.log" || { cat "$WORK/dp.r0.log"; fail "no overlapped all-reduce"; }
+
+echo "== overlapped all-reduce in small buckets with gradient accumulation, and without overlap"
+two_ranks acc "${common[@]}" batch_size=2 optim.accum_steps=2 optim.max_steps=4 distributed.bucket_mb=0.25 run_dir="$WORK/acc"
+two_ranks noov "${common[@]}" batch_size=4 optim.max_steps=4 distributed.overlap=false run_dir="$WORK/noov"
+d_acc=$(maxdiff "$WORK/single/trunk.pt" "$WORK/acc/trunk.pt")
+d_noov=$(maxdiff "$WORK/single/trunk.pt" "$WORK/noov/trunk.pt")
+echo "2 ranks x 2 micro-batches x 2 images, 0.25 MiB buckets: max diff $d_acc; overlap off: $d_noov"
+"$PY" -c "import sys; sys.exit(0 if max(map(float, sys.argv[1:])) <= 1e-5 else 1)" "$d_acc" "$d_noov" \
+  || fail "accumulated ($d_acc) or non-overlapped ($d_noov) 2-rank weights differ from the combined batch"
+n_buckets=$(grep -o "overlapped with backward: [0-9]* buckets" "$WORK/acc.r0.log" | grep -o "[0-9]*")
+[ "${n_buckets:-0}" -ge 4 ] || { cat "$WORK/acc.r0.log"; fail "0.25 MiB buckets should give several buckets, got '$n_buckets'"; }
+! grep -q "overlapped with backward" "$WORK/noov.r0.log" || fail "distributed.overlap=false still overlapped"
 
 echo "== stopped with 2 ranks, resumed with 1 process"
 two_ranks part "${common[@]}" batch_size=4 optim.max_steps=2 run_dir="$WORK/resume"

@@ -9,7 +9,10 @@
 
 using namespace instinct;
 
-TEST(Optim, AdamWMatchesTorchOptimAdamW) {
+class OptimKernels : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OptimKernels, AdamWMatchesTorchOptimAdamW) {
+  if (GetParam() == "fused" && !distill::fused_adamw_available()) GTEST_SKIP() << "no _fused_adamw_ in this LibTorch";
   auto fx = io::load_object(test::fixture_dir("optim") + "/adamw.pt");
   auto names = io::dict_get(fx, "names", "fx").toList();
   auto init = io::dict_get(fx, "init", "fx").toGenericDict();
@@ -20,6 +23,7 @@ TEST(Optim, AdamWMatchesTorchOptimAdamW) {
   }
   distill::OptimConfig cfg;
   cfg.beta1 = 0.9; cfg.beta2 = 0.99; cfg.eps = 1e-8; cfg.weight_decay = 0.05;
+  cfg.kernel = GetParam();
   distill::AdamW opt(params, cfg);
   auto lrs = io::dict_get(fx, "lrs", "fx").toList();
   auto grads = io::dict_get(fx, "grads", "fx").toList();
@@ -33,6 +37,106 @@ TEST(Optim, AdamWMatchesTorchOptimAdamW) {
       EXPECT_LE((kv.second.detach() - ak.at(kv.first).toTensor()).abs().max().item<double>(), 1e-6)
           << kv.first << " step " << k;
   }
+}
+
+// Every kernel applies the same update; loop and foreach run the same ops, so they agree bitwise.
+// Mixed dtypes, a parameter without a gradient and resumed state exercise the grouping.
+TEST_P(OptimKernels, AgreesWithTheLoopAcrossGroupsAndResume) {
+  if (GetParam() == "fused" && !distill::fused_adamw_available()) GTEST_SKIP() << "no _fused_adamw_ in this LibTorch";
+  auto make = [] {
+    torch::manual_seed(3);
+    return std::vector<std::pair<std::string, at::Tensor>>{
+        {"blocks.0.w", torch::randn({5, 7}).requires_grad_(true)},
+        {"blocks.0.bias", torch::randn({7}).requires_grad_(true)},
+        {"unused.w", torch::randn({3, 3}).requires_grad_(true)},
+        {"pos_embed", torch::randn({1, 4, 7}).requires_grad_(true)},
+        {"head.w", torch::randn({4, 4}, torch::kDouble).requires_grad_(true)}};
+  };
+  auto ref = make(), got = make();
+  distill::OptimConfig cfg;
+  cfg.weight_decay = 0.1;
+  cfg.kernel = "loop";
+  distill::AdamW a(ref, cfg);
+  cfg.kernel = GetParam();
+  auto b = std::make_unique<distill::AdamW>(got, cfg);
+  for (int k = 0; k < 6; ++k) {
+    torch::manual_seed(100 + k);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      if (ref[i].first == "unused.w") continue;
+      auto g = torch::randn_like(ref[i].second);
+      ref[i].second.mutable_grad() = g.clone();
+      got[i].second.mutable_grad() = g.clone();
+    }
+    a.step(1e-2 * (k + 1));
+    b->step(1e-2 * (k + 1));
+    if (k == 2) {  // resume the kernel under test from its own state
+      auto state = b->state();
+      b = std::make_unique<distill::AdamW>(got, cfg);
+      b->load_state(state, "mem");
+    }
+  }
+  const double tol = GetParam() == "fused" ? 1e-6 : 0.0;
+  for (size_t i = 0; i < ref.size(); ++i)
+    EXPECT_LE((ref[i].second - got[i].second).abs().max().item<double>(), tol) << ref[i].first;
+  EXPECT_TRUE(torch::equal(ref[2].second, make()[2].second)) << "a parameter without gradient moved";
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, OptimKernels, ::testing::Values("loop", "foreach", "fused"));
+
+TEST(Optim, KernelNamesResolveOrFailClearly) {
+  EXPECT_EQ(distill::resolve_kernel("auto", c10::DeviceType::CPU), distill::Kernel::foreach);
+  EXPECT_EQ(distill::resolve_kernel("auto", c10::DeviceType::CUDA),
+            distill::fused_adamw_available() ? distill::Kernel::fused : distill::Kernel::foreach);
+  EXPECT_EQ(distill::resolve_kernel("loop", c10::DeviceType::CUDA), distill::Kernel::loop);
+  try {
+    distill::resolve_kernel("fast", c10::DeviceType::CPU);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("optim.kernel = 'fast'"), std::string::npos) << e.what();
+  }
+  if (!distill::fused_adamw_available()) EXPECT_THROW(distill::resolve_kernel("fused", c10::DeviceType::CUDA), Error);
+}
+
+TEST(Optim, ForeachClipAndEmaEqualTheLoop) {
+  auto grads = [](int seed) {
+    torch::manual_seed(seed);
+    std::vector<std::pair<std::string, at::Tensor>> p{{"a", torch::zeros({20}).requires_grad_(true)},
+                                                      {"b", torch::zeros({3, 4}).requires_grad_(true)},
+                                                      {"c", torch::zeros({2}, torch::kDouble).requires_grad_(true)},
+                                                      {"none", torch::zeros({2}).requires_grad_(true)}};
+    for (size_t i = 0; i < 3; ++i) p[i].second.mutable_grad() = torch::randn_like(p[i].second) * 3;
+    return p;
+  };
+  for (double max_norm : {0.5, 1e3}) {
+    auto p = grads(1), q = grads(1);
+    auto n1 = distill::clip_grad_norm(p, max_norm, distill::Kernel::loop);
+    auto n2 = distill::clip_grad_norm(q, max_norm, distill::Kernel::foreach);
+    EXPECT_NEAR(n1.item<double>(), n2.item<double>(), 1e-5 * n1.item<double>());
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_TRUE(torch::allclose(p[i].second.grad(), q[i].second.grad(), 1e-6, 0)) << p[i].first << " at " << max_norm;
+    EXPECT_FALSE(q[3].second.grad().defined());
+  }
+
+  model::VitConfig c;
+  c.preset = "custom"; c.img_size = 32; c.patch = 16; c.width = 8; c.depth = 1; c.heads = 2;
+  c.out_channels = 4; c.out_grid = 2;
+  model::StudentTrunk src(c), loop_shadow(c), foreach_shadow(c);
+  distill::EmaConfig ec;
+  ec.enabled = true; ec.decay = 0.9;
+  distill::Ema e1(*src, *loop_shadow, ec, distill::Kernel::loop), e2(*src, *foreach_shadow, ec, distill::Kernel::foreach);
+  src->train();
+  for (int k = 0; k < 3; ++k) {
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : src->parameters()) p.add_(torch::randn_like(p));
+    }
+    src->forward(torch::randn({2, 3, 32, 32}));  // moves the BatchNorm statistics (and its counter)
+    e1.update();
+    e2.update();
+  }
+  auto a = model::state_dict(*loop_shadow), b = model::state_dict(*foreach_shadow);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
 }
 
 TEST(Optim, StateRoundTripsAndRejectsMismatch) {

@@ -27,6 +27,7 @@ struct OptimConfig {
   int64_t warmup_steps = 0;     ///< warm-up steps; 0 = derive from warmup_epochs
   double grad_clip = 5.0;       ///< clip the global gradient norm to this (0 = off)
   int accum_steps = 1;          ///< micro-batches accumulated per optimizer step
+  std::string kernel = "auto";  ///< AdamW/clip/EMA kernels: auto | fused | foreach | loop
   template <class V>
   void visit(V& v) {
     v("base_lr", base_lr, "peak LR at base_batch, scaled linearly by global batch / base_batch");
@@ -43,6 +44,7 @@ struct OptimConfig {
     v("warmup_steps", warmup_steps, "warm-up steps; 0 = from warmup_epochs");
     v("grad_clip", grad_clip, "global gradient-norm clip (0 = off)");
     v("accum_steps", accum_steps, "micro-batches per optimizer step");
+    v("kernel", kernel, "auto (fused AdamW on CUDA with torch >= 2.1, else foreach) | fused | foreach (multi-tensor) | loop (per parameter)");
   }
 };
 
@@ -51,10 +53,29 @@ struct OptimConfig {
 double lr_at(int64_t step, int64_t total_steps, int64_t warmup_steps, double peak, double warmup_lr,
              double min_lr);
 
+/// The update kernels behind AdamW, clip_grad_norm and Ema.
+enum class Kernel {
+  loop,     ///< one small op sequence per parameter (any LibTorch)
+  foreach,  ///< multi-tensor `_foreach_*` ops over groups of same-dtype/device tensors (torch.optim's foreach=True)
+  fused     ///< `at::_fused_adamw_` (torch.optim's fused=True; LibTorch >= 2.1)
+};
+
+/// Resolves OptimConfig::kernel for parameters on `device_type`: "auto" is fused on CUDA when this
+/// LibTorch has `_fused_adamw_`, else foreach. Throws for an unknown name or an unavailable kernel.
+Kernel resolve_kernel(const std::string& name, c10::DeviceType device_type);
+
+/// "loop", "foreach" or "fused".
+const char* kernel_name(Kernel k);
+
+/// Whether this LibTorch build has `at::_fused_adamw_`.
+bool fused_adamw_available();
+
 /// AdamW (torch.optim.AdamW semantics, decoupled decay) over named parameters. Parameters whose
-/// name ends in "bias", "pos_embed", "cls_token" or that are 1-D get no weight decay.
+/// name ends in "bias", "pos_embed", "cls_token" or that are 1-D get no weight decay. All three
+/// kernels compute the same update; loop and foreach are bitwise identical on CPU.
 class AdamW {
  public:
+  /// The kernel comes from cfg.kernel, resolved for the device of the first parameter.
   AdamW(std::vector<std::pair<std::string, at::Tensor>> named_params, const OptimConfig& cfg);
   /// One update with learning rate `lr` for every parameter that has a gradient.
   void step(double lr);
@@ -65,18 +86,25 @@ class AdamW {
   void load_state(const c10::IValue& state, const std::string& source);
   int64_t steps() const { return step_; }
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
+  Kernel kernel() const { return kernel_; }
 
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<bool> decay_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  std::vector<at::Tensor> step_t_;  // fused only: per-parameter step count (float32, on the device)
+  std::vector<std::vector<size_t>> groups_;  // same decay flag, dtype and device
   OptimConfig cfg_;
+  Kernel kernel_ = Kernel::loop;
   int64_t step_ = 0;
 };
 
 /// Scales gradients so their global L2 norm is at most max_norm; returns the pre-clip norm as a
-/// 0-dim tensor on the parameters' device (no host synchronisation).
-at::Tensor clip_grad_norm(const std::vector<std::pair<std::string, at::Tensor>>& params, double max_norm);
+/// 0-dim tensor on the parameters' device (no host synchronisation). Kernel::loop computes one
+/// norm per gradient; foreach and fused use `_foreach_norm` (and `_foreach_mul_` by a device
+/// scalar on LibTorch >= 2.1).
+at::Tensor clip_grad_norm(const std::vector<std::pair<std::string, at::Tensor>>& params, double max_norm,
+                          Kernel kernel = Kernel::loop);
 
 /// EMA settings.
 struct EmaConfig {
@@ -92,10 +120,11 @@ struct EmaConfig {
 };
 
 /// Maintains `shadow` (a module of the same architecture) as the EMA of `source`: floating
-/// parameters and buffers are averaged in fp32, integer buffers copied.
+/// parameters and buffers are averaged in fp32, integer buffers copied. Kernel::foreach / fused
+/// update same-dtype groups with two multi-tensor ops (bitwise equal to the loop).
 class Ema {
  public:
-  Ema(torch::nn::Module& source, torch::nn::Module& shadow, const EmaConfig& cfg);
+  Ema(torch::nn::Module& source, torch::nn::Module& shadow, const EmaConfig& cfg, Kernel kernel = Kernel::loop);
   void update();
   double current_decay() const;
   int64_t updates() const { return updates_; }
@@ -103,6 +132,8 @@ class Ema {
 
  private:
   std::vector<std::pair<at::Tensor, at::Tensor>> pairs_;  // (source, shadow)
+  std::vector<std::vector<at::Tensor>> group_src_, group_dst_;  // foreach groups (same dtype and device)
+  std::vector<size_t> loose_;  // pairs updated one by one (dtype conversion, integer buffers)
   EmaConfig cfg_;
   int64_t updates_ = 0;
 };
