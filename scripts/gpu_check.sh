@@ -7,10 +7,12 @@
 #   2. unit tests: every gtest (CUDA tests included; tests needing JPEG decoding fail in this build
 #      and are listed, not hidden), the CUDA tests separately;
 #   3. Stage A then concept distillation on CUDA (bf16) with the tiny reference teacher and PPM images,
-#      and a 2-process data-parallel Stage A on the one GPU (Gloo);
+#      and a 2-process data-parallel Stage A on the one GPU (Gloo; NCCL refuses two ranks on one
+#      GPU, so NCCL runs as the one-rank unit test Distributed.CudaNcclSingleRank...);
 #   4. benchmark: Stage A with a teacher of SAM3's real trunk dimensions (random weights, 1008 px,
 #      446M parameters) and a ViT-B/16 student at 1008 px: instinct-train vs the PyTorch loop of
-#      scripts/bench_stageA_torch.py, images/s, MFU, peak GPU memory.
+#      scripts/bench_stageA_torch.py, images/s, MFU, peak GPU memory; then a short profile=true run
+#      for the per-phase step time (data, teacher, student forward + loss, backward, optimizer).
 # Env: GPU_CHECK_STEPS (benchmark steps, default 30), GPU_CHECK_BATCH (default 16).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,9 +36,15 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.versio
 git log -1 --format='commit %h %s' 2>/dev/null || true
 [ -d "$SR" ] || { echo "missing .gpu/sysroot: run scripts/gpu_deps.sh here and carry .gpu"; exit 2; }
 
-step "1. build (pip LibTorch + carried deps, no OpenCV)"
+step "1. build (pip LibTorch + carried deps, no OpenCV; NCCL when the wheel ships nccl.h)"
 TP="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-if cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" \
+TI="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')"
+echo "wheel ships gloo headers: $([ -f "$TI/gloo/algorithm.h" ] && echo yes || echo no); nlohmann in the wheel: $(ls -d "$TI"/nlohmann 2>/dev/null || echo none)"
+NCCL_INC="$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "include"))' 2>/dev/null)"
+nccl=(-DINSTINCT_WITH_NCCL=OFF)
+if [ -n "$NCCL_INC" ] && [ -f "$NCCL_INC/nccl.h" ]; then nccl=(-DINSTINCT_WITH_NCCL=ON -DINSTINCT_NCCL_INCLUDE_DIR="$NCCL_INC"); fi
+echo "NCCL: ${nccl[*]}"
+if cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" "${nccl[@]}" \
      -DINSTINCT_WITH_IMGCODECS=OFF -DINSTINCT_PYTHON=python3 -DTORCH_CUDA_ARCH_LIST=9.0 \
      -Dyaml-cpp_DIR="$L/cmake/yaml-cpp" -Dspdlog_DIR="$L/cmake/spdlog" -Dfmt_DIR="$L/cmake/fmt" \
      -DGTest_DIR="$L/cmake/GTest" -Dnlohmann_json_DIR="$SR/share/cmake/nlohmann_json" \
@@ -61,8 +69,21 @@ grep -q "FAILED" "$W/gtest_cuda.log" && record cuda_tests FAILED || record cuda_
 timeout 240 stdbuf -oL -eL "$B/tests/instinct_tests" > "$W/gtest_all.log" 2>&1
 rc=$?
 grep -E "^\[  (PASSED|FAILED)  \]|tests ran" "$W/gtest_all.log" | head -40
-if [ $rc -gt 1 ]; then  # crashed: name the test that was running
-  echo "gtest exited with $rc during: $(grep -E '^\[ RUN +\]' "$W/gtest_all.log" | tail -1)"; tail -15 "$W/gtest_all.log"
+if [ $rc -gt 1 ]; then  # crashed: name the test that was running, rerun it alone, get a backtrace
+  crashed="$(grep -E '^\[ RUN +\]' "$W/gtest_all.log" | tail -1 | awk '{print $NF}')"
+  echo "gtest exited with $rc during: $crashed"; tail -15 "$W/gtest_all.log"
+  timeout 60 "$B/tests/instinct_tests" --gtest_filter="$crashed" > "$W/gtest_crashed_alone.log" 2>&1
+  echo "$crashed alone: rc=$? ($(tail -1 "$W/gtest_crashed_alone.log"))"
+  if command -v gdb > /dev/null; then
+    timeout 120 gdb -batch -ex run -ex bt --args "$B/tests/instinct_tests" --gtest_filter="$crashed" > "$OUT/gtest_crash_bt.txt" 2>&1
+  else
+    echo "no gdb here for a backtrace"
+  fi
+  # Past the crash: every test after it in one more run.
+  timeout 200 "$B/tests/instinct_tests" --gtest_filter="-$crashed" > "$W/gtest_rest.log" 2>&1
+  echo "without $crashed: rc=$? $(grep -E '^\[  (PASSED|FAILED)  \]' "$W/gtest_rest.log" | head -3 | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \]' "$W/gtest_rest.log" | head -20
+  cp "$W/gtest_rest.log" "$OUT/" 2>/dev/null
 fi
 record all_tests "rc=$rc $(grep -E '^\[  PASSED  \]' "$W/gtest_all.log" | head -1)"
 cp "$W/gtest_all.log" "$OUT/" 2>/dev/null
@@ -103,6 +124,13 @@ timeout 200 "$B/instinct-train" stageA --config configs/stageA_vitb_sam3.yaml te
   optim.max_steps="$steps" eval.every=0 checkpoint.every=0 log.every=5 log.progress=false > "$W/bench.log" 2>&1
 kill $smi 2>/dev/null
 tail -5 "$W/bench.log"
+grep -E "optimizer: AdamW" "$W/bench.log"
+# The same run, short, with a device sync at each phase boundary: the exact step-time split.
+timeout 120 "$B/instinct-train" stageA --config configs/stageA_vitb_sam3.yaml teacher.bundle="$W/sam3" \
+  data.root="$W/img1008" data.eval_images=16 init.from=random run_dir="$W/runs/profile" batch_size="$batch" \
+  optim.max_steps=10 eval.every=0 checkpoint.every=0 log.every=5 log.progress=false profile=true > "$W/profile.log" 2>&1
+tail -1 "$W/runs/profile/metrics.jsonl" 2>/dev/null | tr ',' '\n' | grep -E '"(ms|time)_|images_per_s' | tr '\n' ' '; echo
+cp "$W/runs/profile/metrics.jsonl" "$OUT/bench_cpp_profile_metrics.jsonl" 2>/dev/null
 echo "C++ peak GPU memory used (nvidia-smi, MiB): $(sort -n "$W/mem_cpp.txt" | tail -1)"
 cp "$W/runs/bench/metrics.jsonl" "$OUT/bench_cpp_metrics.jsonl" 2>/dev/null
 timeout 200 python3 scripts/bench_stageA_torch.py --teacher "$W/sam3" --batch "$batch" --steps "$steps" \

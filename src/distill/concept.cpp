@@ -15,6 +15,7 @@
 #include "instinct/common/signals.h"
 #include "instinct/compat.h"
 #include "instinct/config/config.h"
+#include "instinct/data/device_prefetch.h"
 #include "instinct/data/loader.h"
 #include "instinct/distill/run_utils.h"
 #include "instinct/model/trunk_io.h"
@@ -412,18 +413,8 @@ int run_concept(const ConceptConfig& cfg_in) {
   std::map<std::string, at::Tensor> acc;
   for (const auto& k : terms) acc[k] = torch::zeros({}, torch::TensorOptions().device(run.device));
   acc["loss"] = torch::zeros({}, torch::TensorOptions().device(run.device));
-  // Step-time split (seconds in the current log window): teacher, student forward, matching, losses,
-  // backward, optimizer. On CUDA the split is exact only with `profile` (device syncs per phase).
-  std::map<std::string, double> phase;
-  auto clock_now = [&] {
-    if (cfg.profile && run.device.is_cuda()) torch::cuda::synchronize();
-    return std::chrono::steady_clock::now();
-  };
-  auto lap = [&](std::chrono::steady_clock::time_point& t, const char* name) {
-    auto n = clock_now();
-    phase[name] += std::chrono::duration<double>(n - t).count();
-    t = n;
-  };
+  // Step-time split: data wait, teacher, student forward, matching, losses, backward, optimizer.
+  PhaseTimer timer(cfg.profile, run.device);
   double win_pairs = 0, win_pos = 0, win_targets = 0;
   int64_t win_batches = 0, win_images = 0, images_seen = 0;
   auto win_t0 = std::chrono::steady_clock::now();
@@ -439,13 +430,15 @@ int run_concept(const ConceptConfig& cfg_in) {
   for (const auto& kv : opt.params()) trained.push_back(kv.second);
   GradientReducer reducer(dist, trained, cfg.distributed);
   if (reducer.buckets() > 0) spdlog::info("gradient all-reduce overlapped with backward: {} buckets", reducer.buckets());
+  data::DevicePrefetcher feed(loader, run.device);
   while (st.step < total_steps && !stopped) {
-    loader.start_epoch(epoch, st.batch_in_epoch);
+    feed.start_epoch(epoch, st.batch_in_epoch);
     while (st.step < total_steps) {
-      auto batch = loader.next();
+      timer.start();
+      auto batch = feed.next();
       if (!batch) break;
-      auto tp = clock_now();
-      auto images = batch->images.to(run.device, /*non_blocking=*/true);
+      timer.lap("data");
+      auto images = batch->images;
       const int64_t B = images.size(0);
       // Concept sampling from the teacher's view of the vocabulary (deterministic in seed, epoch, batch).
       uint64_t rng{uint64_t(cfg.seed) * 0x100000001b3ULL ^ uint64_t(epoch) << 32 ^ uint64_t(batch->batch_index)};
@@ -464,7 +457,7 @@ int run_concept(const ConceptConfig& cfg_in) {
       }
       auto [img, con] = pair_tensors(pairs);
       auto tg = teacher_targets(tfpn, img, con);
-      lap(tp, "teacher");
+      timer.lap("teacher");
 
       std::map<std::string, at::Tensor> l;
       {
@@ -473,9 +466,9 @@ int run_concept(const ConceptConfig& cfg_in) {
         auto sfpn = student_fpn(*student, images, L.w_trunk > 0 ? &sfeat : nullptr);
         auto [text, pad] = text_of(student_bank, sid_t.index_select(0, con));
         auto s = ground(teacher, sfpn, img, text, pad);
-        lap(tp, "student_forward");
+        timer.lap("student_forward");
         auto matches = hungarian_match_batch(s.logits, s.boxes, tg.boxes, L.match);
-        lap(tp, "matching");
+        timer.lap("matching");
         l["class"] = class_kd_loss(s.logits, tg.logits, tg.all.presence, matches, kcfg);
         l["presence"] = presence_kd_loss(s.presence, tg.all.presence, L.temperature);
         auto bl = box_loss(s.boxes, tg.boxes, matches);
@@ -512,10 +505,10 @@ int run_concept(const ConceptConfig& cfg_in) {
         total = total + w.at(k) * l[k].to(torch::kFloat);
         acc[k] += l[k].detach().to(torch::kFloat);
       }
-      lap(tp, "losses");
+      timer.lap("losses");
       reducer.prepare(micro + 1 == accum);
       (total / accum).backward();
-      lap(tp, "backward");
+      timer.lap("backward");
       acc["loss"] += total.detach();
       for (const auto& p : pairs) win_pos += p.positive;
       win_pairs += double(pairs.size());
@@ -527,18 +520,17 @@ int run_concept(const ConceptConfig& cfg_in) {
       if (++micro < accum) continue;
       micro = 0;
       reducer.finish();
+      if (dist.enabled()) timer.lap("allreduce");
       clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel());
       const double lr = lr_at(st.step, total_steps, warmup_steps, peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
       opt.step(lr);
       opt.zero_grad();
       if (ema) ema->update();
-      lap(tp, "optimizer");
+      timer.lap("optimizer");
       ++st.step;
       const bool last = st.step >= total_steps;
       if (st.step % std::max<int64_t>(cfg.log.every, 1) == 0 || last) {
         const double nb = double(std::max<int64_t>(win_batches, 1));
-        double phase_total = 0;
-        for (const auto& kv : phase) phase_total += kv.second;
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
         json row = {{"step", st.step}, {"split", "train"}, {"epoch", epoch}, {"lr", lr},
                     {"pairs_per_image", win_pairs / double(std::max<int64_t>(win_images, 1))},
@@ -550,10 +542,7 @@ int run_concept(const ConceptConfig& cfg_in) {
           row[k == "loss" ? "loss" : "loss_" + k] = last_row[k];
           v.zero_();
         }
-        for (auto& [k, v] : phase) {
-          row["time_" + k] = phase_total > 0 ? v / phase_total : 0.0;  // share of the step time
-          v = 0;
-        }
+        timer.write(row, win_batches);
         metrics.write(row);
         win_pairs = win_pos = win_targets = 0;
         win_batches = win_images = 0;

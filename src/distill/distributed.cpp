@@ -121,7 +121,6 @@ Distributed Distributed::connect(const DistributedConfig& cfg, int rank, int wor
   d.local_rank_ = local_rank;
   INSTINCT_CHECK(cfg.timeout_s > 0, "distributed.timeout_s = ", cfg.timeout_s, ": expected > 0");
   INSTINCT_CHECK(cfg.bucket_mb > 0, "distributed.bucket_mb = ", cfg.bucket_mb, ": expected > 0");
-  if (d.world_ == 1) return d;
   std::string backend = cfg.backend;
   if (backend == "auto") {
 #ifdef INSTINCT_WITH_NCCL

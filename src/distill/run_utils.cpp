@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -218,6 +219,36 @@ void MetricsLog::write(const nlohmann::json& row) {
   if (!out_.is_open()) return;
   out_ << row.dump() << "\n";
   out_.flush();
+}
+
+PhaseTimer::PhaseTimer(bool sync, const at::Device& device) : sync_(sync && device.is_cuda()) {}
+
+double PhaseTimer::now() const {
+  if (sync_) torch::cuda::synchronize();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void PhaseTimer::start() { t_ = now(); }
+
+void PhaseTimer::lap(const char* name) {
+  const double n = now();
+  auto it = std::find_if(phases_.begin(), phases_.end(), [&](const auto& kv) { return kv.first == name; });
+  if (it == phases_.end()) {
+    phases_.emplace_back(name, 0.0);
+    it = phases_.end() - 1;
+  }
+  it->second += n - t_;
+  t_ = n;
+}
+
+void PhaseTimer::write(nlohmann::json& row, int64_t batches) {
+  double total = 0;
+  for (const auto& kv : phases_) total += kv.second;
+  for (auto& [name, v] : phases_) {
+    row["time_" + name] = total > 0 ? v / total : 0.0;
+    row["ms_" + name] = 1e3 * v / double(std::max<int64_t>(batches, 1));
+    v = 0;
+  }
 }
 
 }  // namespace instinct::distill

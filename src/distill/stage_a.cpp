@@ -19,6 +19,7 @@
 #include "instinct/compat.h"
 #include "instinct/config/config.h"
 #include "instinct/data/dataset.h"
+#include "instinct/data/device_prefetch.h"
 #include "instinct/data/loader.h"
 #include "instinct/distill/feature_cache.h"
 #include "instinct/distill/run_utils.h"
@@ -395,12 +396,17 @@ int run_stage_a(const StageAConfig& cfg_in) {
   int64_t epoch = st.epoch;
   GradientReducer reducer(dist, student->parameters(), cfg.distributed);
   if (reducer.buckets() > 0) spdlog::info("gradient all-reduce overlapped with backward: {} buckets", reducer.buckets());
+  data::DevicePrefetcher feed(loader, run.device);
+  // Step-time split: data wait, teacher, student forward + loss, backward, all-reduce, optimizer.
+  PhaseTimer timer(cfg.profile, run.device);
   while (st.step < total_steps && !stopped) {
-    loader.start_epoch(epoch, st.batch_in_epoch);
+    feed.start_epoch(epoch, st.batch_in_epoch);
     while (st.step < total_steps) {
-      auto batch = loader.next();
+      timer.start();
+      auto batch = feed.next();
       if (!batch) break;
-      auto images = batch->images.to(run.device, /*non_blocking=*/true);
+      timer.lap("data");
+      auto images = batch->images;
       at::Tensor tfeat;
       if (cache && cache->has_all(batch->indices)) {
         tfeat = cache->read(batch->indices).view({-1, tinfo.trunk_channels, tinfo.trunk_grid, tinfo.trunk_grid}).to(run.device);
@@ -408,6 +414,7 @@ int run_stage_a(const StageAConfig& cfg_in) {
         tfeat = teacher_features(images);
         if (cache) cache->write(batch->indices, tfeat);
       }
+      timer.lap("teacher");
       at::Tensor gv = batch->valid.defined() ? grid_valid_mask(batch->valid, tinfo.trunk_grid).to(run.device) : at::Tensor();
       StageALoss l;
       {
@@ -415,8 +422,10 @@ int run_stage_a(const StageAConfig& cfg_in) {
         auto sfeat = student->forward(student_input(images));
         l = stage_a_loss(sfeat, tfeat, gv, cfg.loss);
       }
+      timer.lap("student_forward");
       reducer.prepare(micro + 1 == accum);
       (l.total / accum).backward();
+      timer.lap("backward");
       acc_loss += l.total.detach();
       acc_cos += l.cos_term.detach();
       acc_mse += l.mse_term.detach();
@@ -428,11 +437,13 @@ int run_stage_a(const StageAConfig& cfg_in) {
       if (++micro < accum) continue;
       micro = 0;
       reducer.finish();
+      if (dist.enabled()) timer.lap("allreduce");
       clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel());
       const double lr = lr_at(st.step, total_steps, warmup_steps, peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
       opt.step(lr);
       opt.zero_grad();
       if (ema) ema->update();
+      timer.lap("optimizer");
       ++st.step;
       const bool last = st.step >= total_steps;
       if (st.step % std::max<int64_t>(cfg.log.every, 1) == 0 || last) {
@@ -443,9 +454,11 @@ int run_stage_a(const StageAConfig& cfg_in) {
         win_mse = acc_mse.item<double>() / nb;
         win_cosine = acc_cosine.item<double>() / nb;
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
-        metrics.write({{"step", st.step}, {"split", "train"}, {"epoch", epoch}, {"loss", win_loss},
-                       {"loss_cos", win_cos}, {"loss_mse", win_mse}, {"cosine", win_cosine}, {"lr", lr},
-                       {"images_per_s", dt > 0 ? double(win_images) / dt : 0.0}});
+        nlohmann::json row = {{"step", st.step}, {"split", "train"}, {"epoch", epoch}, {"loss", win_loss},
+                              {"loss_cos", win_cos}, {"loss_mse", win_mse}, {"cosine", win_cosine}, {"lr", lr},
+                              {"images_per_s", dt > 0 ? double(win_images) / dt : 0.0}};
+        timer.write(row, win_batches);
+        metrics.write(row);
         acc_loss.zero_(); acc_cos.zero_(); acc_mse.zero_(); acc_cosine.zero_();
         win_batches = win_images = 0;
         win_t0 = std::chrono::steady_clock::now();

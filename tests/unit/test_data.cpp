@@ -15,6 +15,7 @@
 #include "instinct/common/error.h"
 #include "instinct/data/dataset.h"
 #include "instinct/data/image_ops.h"
+#include "instinct/data/device_prefetch.h"
 #include "instinct/data/loader.h"
 #include "test_helpers.h"
 
@@ -412,6 +413,47 @@ TEST(DataLoader, BatchesAreInOrderAndIdenticalForAnyWorkerCount) {
   }
   // Another epoch, another order.
   EXPECT_NE(collect(a, 3).indices, ca.indices);
+}
+
+// The prefetcher hands out exactly the loader's batches, on the device; abandoning an epoch with a
+// batch fetched ahead and resuming mid-epoch work as with the loader itself. On CUDA (GPU machine)
+// the copies come from pinned memory on a side stream.
+TEST(DataLoader, DevicePrefetcherMatchesLoaderOnCpuAndCuda) {
+  REQUIRE_FIXTURES();
+  auto ds = std::make_shared<ImageFolderDataset>((fs::path(fx) / "images").string());
+  LoaderConfig lc;
+  lc.batch_size = 4;
+  lc.seed = 11;
+  lc.pin_memory = true;
+  std::vector<at::Device> devices{at::Device(at::kCPU)};
+  if (torch::cuda::is_available()) devices.emplace_back(at::kCUDA, 0);
+  for (const auto& dev : devices) {
+    Loader a(ds, small_pc("longest_pad"), lc), b(ds, small_pc("longest_pad"), lc);
+    DevicePrefetcher feed(b, dev);
+    EXPECT_EQ(feed.overlapped(), dev.is_cuda());
+    int64_t batches = 0;
+    for (int64_t epoch : {0, 0, 1}) {
+      const int64_t start = epoch == 1 ? 2 : 0;
+      a.start_epoch(epoch, start);
+      feed.start_epoch(epoch, start);
+      for (int k = 0;; ++k) {
+        auto ra = a.next();
+        auto rb = feed.next();
+        ASSERT_EQ(ra.has_value(), rb.has_value());
+        if (!ra) break;
+        ++batches;
+        EXPECT_EQ(ra->indices, rb->indices);
+        EXPECT_EQ(ra->batch_index, rb->batch_index);
+        EXPECT_EQ(rb->images.device(), dev);
+        EXPECT_TRUE(torch::equal(ra->images, rb->images.cpu())) << dev << " epoch " << epoch << " batch " << k;
+        ASSERT_TRUE(rb->valid.defined());
+        EXPECT_EQ(rb->valid.device(), dev);
+        EXPECT_TRUE(torch::equal(ra->valid, rb->valid.cpu()));
+        if (epoch == 0 && batches == 3) break;  // abandon the first pass with a batch fetched ahead
+      }
+    }
+    EXPECT_EQ(batches, 3 + 7 + 5);
+  }
 }
 
 TEST(DataLoader, StartBatchResumesMidEpochExactly) {

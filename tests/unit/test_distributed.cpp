@@ -88,16 +88,17 @@ struct Ranks {
 };
 
 // Both ranks start from the same weights; each has its own data (2 steps x 2 micro-batches).
-Ranks make_setup(bool checkpointing) {
+Ranks make_setup(bool checkpointing, const at::Device& device = at::kCPU) {
   torch::manual_seed(7);
   Ranks s;
   for (int r = 0; r < 2; ++r) {
     s.models.emplace_back(tiny(checkpointing));
     if (r > 0) copy_weights(s.models[1], s.models[0]);
+    s.models[size_t(r)]->to(device);
     s.models[size_t(r)]->train();
-    s.extra.push_back(torch::full({3}, 0.5).requires_grad_(true));
+    s.extra.push_back(torch::full({3}, 0.5, at::TensorOptions().device(device)).requires_grad_(true));
     s.inputs.emplace_back();
-    for (int k = 0; k < 4; ++k) s.inputs.back().push_back(torch::randn({2, 3, 32, 32}));
+    for (int k = 0; k < 4; ++k) s.inputs.back().push_back(torch::randn({2, 3, 32, 32}).to(device));
   }
   return s;
 }
@@ -199,6 +200,45 @@ TEST(Distributed, StopAgreementReachesEveryRankInTheSameRound) {
   const std::vector<int> want{0, 0, SIGTERM, SIGTERM, SIGTERM};
   EXPECT_EQ(seen[0], want);
   EXPECT_EQ(seen[1], want);
+}
+
+// NCCL builds on a GPU machine: a one-rank NCCL group runs the device paths (buckets on the GPU,
+// non-blocking waits, the stop agreement read back through pinned memory with its 2-round lag).
+TEST(Distributed, CudaNcclSingleRankReducerAndStopAgreement) {
+#ifndef INSTINCT_WITH_NCCL
+  GTEST_SKIP() << "built without NCCL (INSTINCT_WITH_NCCL=OFF)";
+#else
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  distill::DistributedConfig cfg;
+  cfg.backend = "nccl";
+  cfg.timeout_s = 60;
+  cfg.bucket_mb = 4096.0 / (1 << 20);
+  auto d = distill::Distributed::connect(cfg, 0, 1, 0, "127.0.0.1", free_port(), true);
+  ASSERT_TRUE(d.enabled());
+  EXPECT_EQ(d.backend(), "nccl");
+  const at::Device dev(at::kCUDA, 0);
+  Ranks s = make_setup(true, dev);
+  // Model 1 (rank 1's data) as the plain reference, model 0 through the reducer with the same data.
+  auto ps = params_of(s, 0), ref = params_of(s, 1);
+  distill::GradientReducer reducer(d, ps, cfg);
+  EXPECT_GE(reducer.buckets(), 4);
+  for (int step = 0; step < 2; ++step) {
+    for (auto& p : ps) p.mutable_grad() = at::Tensor();
+    for (auto& p : ref) p.mutable_grad() = at::Tensor();
+    for (int micro = 0; micro < 2; ++micro) {
+      reducer.prepare(micro == 1);
+      (micro_loss(s.models[0], s.extra[0], s.inputs[1][size_t(step * 2 + micro)], 1) / 2).backward();
+      (micro_loss(s.models[1], s.extra[1], s.inputs[1][size_t(step * 2 + micro)], 1) / 2).backward();
+    }
+    reducer.finish();
+    EXPECT_EQ(reducer.started_during_backward(), reducer.buckets());
+    for (size_t i = 0; i < ps.size(); ++i)
+      EXPECT_TRUE(torch::allclose(ps[i].grad(), ref[i].grad(), 1e-5, 1e-7)) << "step " << step << " param " << i;
+  }
+  std::vector<int> seen;
+  for (int round = 0; round < 5; ++round) seen.push_back(d.agree_on_signal(round == 1 ? SIGTERM : 0));
+  EXPECT_EQ(seen, (std::vector<int>{0, 0, 0, SIGTERM, 0}));
+#endif
 }
 
 TEST(Distributed, BadSettingsNameTheField) {

@@ -39,14 +39,16 @@ class Distributed {
   /// instinct::Error for inconsistent variables, an unknown backend or a failed rendezvous.
   static Distributed from_env(const DistributedConfig& cfg, bool cuda);
   /// Joins a job of `world` ranks as `rank` through a TCPStore at addr:port (rank 0 serves it);
-  /// what from_env does once it has read the environment.
+  /// what from_env does once it has read the environment. Creates a process group even for
+  /// world 1 (tests of the backends on one GPU).
   static Distributed connect(const DistributedConfig& cfg, int rank, int world, int local_rank, const std::string& addr,
                              int port, bool cuda);
 
   int rank() const { return rank_; }
   int world_size() const { return world_; }
   int local_rank() const { return local_rank_; }
-  bool enabled() const { return world_ > 1; }
+  /// Whether a process group exists (from_env creates one only for WORLD_SIZE > 1).
+  bool enabled() const { return impl_ != nullptr; }
   /// Rank 0 logs, evaluates and writes files.
   bool is_main() const { return rank_ == 0; }
   const std::string& backend() const { return backend_; }

@@ -98,4 +98,24 @@ class MetricsLog {
   std::ofstream out_;
 };
 
+/// Step-time split for the train rows of metrics.jsonl. lap(name) charges the time since the
+/// previous lap (or start()) to `name`. With `sync` (profile=true on CUDA) every lap first waits for
+/// the device, so each phase gets its own GPU time (slower, exact); without it the split is where
+/// the host waited, which on CUDA mostly lands on the first phase that needs a result.
+class PhaseTimer {
+ public:
+  PhaseTimer(bool sync, const at::Device& device);
+  void start();
+  void lap(const char* name);
+  /// Adds "time_<phase>" (share of the window's timed time) and "ms_<phase>" (milliseconds per
+  /// batch over `batches` batches) to `row`, then starts a new window.
+  void write(nlohmann::json& row, int64_t batches);
+
+ private:
+  bool sync_;
+  std::vector<std::pair<std::string, double>> phases_;  // in first-lap order
+  double t_ = 0;
+  double now() const;
+};
+
 }  // namespace instinct::distill

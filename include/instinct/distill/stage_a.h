@@ -132,6 +132,7 @@ struct StageAConfig {
   int batch_size = 8;                   ///< micro-batch per process
   TeacherConfig teacher;
   bool batchnorm_stats = true;  ///< update the adapter's BatchNorm running statistics (false: frozen at the init's; per-rank batches are small)
+  bool profile = false;         ///< CUDA: synchronise at phase boundaries so the step-time split (time_*/ms_* in metrics) is exact
   model::VitConfig student;
   InitConfig init;
   DataConfig data;
@@ -153,6 +154,7 @@ struct StageAConfig {
     v("batch_size", batch_size, "micro-batch per process");
     v("teacher", teacher, "");
     v("batchnorm_stats", batchnorm_stats, "update the adapter's BatchNorm running stats (false: frozen at init)");
+    v("profile", profile, "CUDA: sync at phase boundaries for an exact step-time split");
     v("student", student, "");
     v("init", init, "");
     v("data", data, "");
