@@ -44,19 +44,27 @@ NCCL_INC="$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n._
 nccl=(-DINSTINCT_WITH_NCCL=OFF)
 if [ -n "$NCCL_INC" ] && [ -f "$NCCL_INC/nccl.h" ]; then nccl=(-DINSTINCT_WITH_NCCL=ON -DINSTINCT_NCCL_INCLUDE_DIR="$NCCL_INC"); fi
 echo "NCCL: ${nccl[*]}"
-if cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" "${nccl[@]}" \
+build() {  # build NCCL_FLAGS...: configure + build into build-cuda
+  cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" "$@" \
      -DINSTINCT_WITH_IMGCODECS=OFF -DINSTINCT_PYTHON=python3 -DTORCH_CUDA_ARCH_LIST=9.0 \
      -Dyaml-cpp_DIR="$L/cmake/yaml-cpp" -Dspdlog_DIR="$L/cmake/spdlog" -Dfmt_DIR="$L/cmake/fmt" \
      -DGTest_DIR="$L/cmake/GTest" -Dnlohmann_json_DIR="$SR/share/cmake/nlohmann_json" \
      -DCLI11_DIR="$SR/share/cmake/CLI11" > "$W/configure.log" 2>&1 &&
-   cmake --build build-cuda -j "$(nproc)" --target instinct-train instinct_tests > "$W/build.log" 2>&1; then
-  record build ok
+  cmake --build build-cuda -j "$(nproc)" --target instinct-train instinct_tests > "$W/build.log" 2>&1
+}
+if build "${nccl[@]}"; then
+  record build "ok (${nccl[0]})"
 else
   tail -60 "$W/configure.log" "$W/build.log" 2>/dev/null | grep -v "^\[" | tail -80
-  cp "$W/build.log" "$OUT/" 2>/dev/null
-  record build FAILED
-  echo "${status[@]}" > "$OUT/status.txt"
-  exit 1
+  cp "$W/build.log" "$OUT/build_first.log" 2>/dev/null
+  if [ "${nccl[0]}" = "-DINSTINCT_WITH_NCCL=ON" ] && { echo "retrying without NCCL"; build -DINSTINCT_WITH_NCCL=OFF; }; then
+    record build "ok without NCCL (the NCCL build FAILED: build_first.log)"
+  else
+    cp "$W/build.log" "$OUT/" 2>/dev/null
+    record build FAILED
+    echo "${status[@]}" > "$OUT/status.txt"
+    exit 1
+  fi
 fi
 B=build-cuda
 "$B/instinct-train" --help | head -3

@@ -413,6 +413,7 @@ int run_concept(const ConceptConfig& cfg_in) {
   std::map<std::string, at::Tensor> acc;
   for (const auto& k : terms) acc[k] = torch::zeros({}, torch::TensorOptions().device(run.device));
   acc["loss"] = torch::zeros({}, torch::TensorOptions().device(run.device));
+  acc["grad_norm"] = torch::zeros({}, torch::TensorOptions().device(run.device));  // pre-clip, x accum: averages per step
   // Step-time split: data wait, teacher, student forward, matching, losses, backward, optimizer.
   PhaseTimer timer(cfg.profile, run.device);
   double win_pairs = 0, win_pos = 0, win_targets = 0;
@@ -521,7 +522,7 @@ int run_concept(const ConceptConfig& cfg_in) {
       micro = 0;
       reducer.finish();
       if (dist.enabled()) timer.lap("allreduce");
-      clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel());
+      acc["grad_norm"] += clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel()).to(acc["loss"].device()) * double(accum);
       const double lr = lr_at(st.step, total_steps, warmup_steps, peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
       opt.step(lr);
       opt.zero_grad();
@@ -539,7 +540,7 @@ int run_concept(const ConceptConfig& cfg_in) {
                     {"images_per_s", dt > 0 ? double(win_images) / dt : 0.0}};
         for (auto& [k, v] : acc) {
           last_row[k] = v.item<double>() / nb;
-          row[k == "loss" ? "loss" : "loss_" + k] = last_row[k];
+          row[k == "loss" || k == "grad_norm" ? k : "loss_" + k] = last_row[k];
           v.zero_();
         }
         timer.write(row, win_batches);

@@ -392,6 +392,8 @@ int run_stage_a(const StageAConfig& cfg_in) {
   int micro = 0;
   at::Tensor acc_loss = torch::zeros({}, torch::TensorOptions().device(run.device));
   at::Tensor acc_cos = acc_loss.clone(), acc_mse = acc_loss.clone(), acc_cosine = acc_loss.clone();
+  at::Tensor acc_gnorm = acc_loss.clone();  // pre-clip global gradient norm, summed over the window's steps
+  int64_t win_steps = 0;
   int stopped = 0;
   int64_t epoch = st.epoch;
   GradientReducer reducer(dist, student->parameters(), cfg.distributed);
@@ -438,7 +440,8 @@ int run_stage_a(const StageAConfig& cfg_in) {
       micro = 0;
       reducer.finish();
       if (dist.enabled()) timer.lap("allreduce");
-      clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel());
+      acc_gnorm += clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel()).to(acc_gnorm.device());
+      ++win_steps;
       const double lr = lr_at(st.step, total_steps, warmup_steps, peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
       opt.step(lr);
       opt.zero_grad();
@@ -456,11 +459,12 @@ int run_stage_a(const StageAConfig& cfg_in) {
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win_t0).count();
         nlohmann::json row = {{"step", st.step}, {"split", "train"}, {"epoch", epoch}, {"loss", win_loss},
                               {"loss_cos", win_cos}, {"loss_mse", win_mse}, {"cosine", win_cosine}, {"lr", lr},
+                              {"grad_norm", acc_gnorm.item<double>() / double(std::max<int64_t>(win_steps, 1))},
                               {"images_per_s", dt > 0 ? double(win_images) / dt : 0.0}};
         timer.write(row, win_batches);
         metrics.write(row);
-        acc_loss.zero_(); acc_cos.zero_(); acc_mse.zero_(); acc_cosine.zero_();
-        win_batches = win_images = 0;
+        acc_loss.zero_(); acc_cos.zero_(); acc_mse.zero_(); acc_cosine.zero_(); acc_gnorm.zero_();
+        win_batches = win_images = win_steps = 0;
         win_t0 = std::chrono::steady_clock::now();
       }
       char fields[160];

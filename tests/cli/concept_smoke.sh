@@ -60,6 +60,8 @@ for r in train:
     for k in ("loss_l1", "loss_giou", "loss_mask", "loss_dice", "loss_align"):
         assert r[k] == 0, (k, r[k])
     assert r["loss_presence"] > 0 and r["loss_class"] > 0 and r["loss"] == r["loss"]
+    assert r["grad_norm"] > 0 and "loss_grad_norm" not in r, r
+    assert abs(sum(v for k, v in r.items() if k.startswith("time_")) - 1) < 1e-6 and r["ms_backward"] > 0, r
 print("no-target pairs train presence and no-object only")
 PYEOF
 # train_neck: a copy of the detector neck is fine-tuned and saved; the bundle's own file is untouched.

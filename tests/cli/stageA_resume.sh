@@ -39,8 +39,13 @@ train = sorted(k for k in a if k[0] == "train")
 assert len(train) == 16, train
 assert sorted(k for k in b if k[0] == "train") == train, "resumed log has missing or duplicate steps"
 for k in train:
-    for f in ("loss", "loss_cos", "loss_mse", "lr"):
+    for f in ("loss", "loss_cos", "loss_mse", "lr", "grad_norm"):
         assert abs(a[k][f] - b[k][f]) <= 1e-6 * max(1.0, abs(a[k][f])), (k, f, a[k][f], b[k][f])
+    # Step-time split: the phases of a step, shares summing to 1, milliseconds per batch.
+    phases = ("data", "teacher", "student_forward", "backward", "optimizer")
+    assert abs(sum(a[k]["time_" + p] for p in phases) - 1) < 1e-6, a[k]
+    assert all(a[k]["ms_" + p] > 0 for p in ("teacher", "student_forward", "backward")), a[k]
+    assert a[k]["grad_norm"] > 0, a[k]
 ta = torch.load(f"{sys.argv[1]}/trunk.pt", weights_only=True)["trunk"]
 tb = torch.load(f"{sys.argv[2]}/trunk.pt", weights_only=True)["trunk"]
 diff = max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta)
