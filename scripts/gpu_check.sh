@@ -39,6 +39,7 @@ git log -1 --format='commit %h %s' 2>/dev/null || true
 step "1. build (pip LibTorch + carried deps, no OpenCV; NCCL when the wheel ships nccl.h)"
 TP="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 TI="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')"
+echo "nlohmann symbols exported by libtorch_cpu.so: $(nm -D --defined-only "$(dirname "$TI")/lib/libtorch_cpu.so" 2>/dev/null | c++filt | grep -o 'nlohmann::json_abi[a-z_0-9]*' | sort | uniq -c | tr '\n' ' ')"
 echo "wheel ships gloo headers: $([ -f "$TI/gloo/algorithm.h" ] && echo yes || echo no); nlohmann in the wheel: $(ls -d "$TI"/nlohmann 2>/dev/null || echo none)"
 NCCL_INC="$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "include"))' 2>/dev/null)"
 nccl=(-DINSTINCT_WITH_NCCL=OFF)
@@ -83,12 +84,12 @@ if [ $rc -gt 1 ]; then  # crashed: name the test that was running, rerun it alon
   timeout 60 "$B/tests/instinct_tests" --gtest_filter="$crashed" > "$W/gtest_crashed_alone.log" 2>&1
   echo "$crashed alone: rc=$? ($(tail -1 "$W/gtest_crashed_alone.log"))"
   if command -v gdb > /dev/null; then
-    timeout 120 gdb -batch -ex run -ex bt --args "$B/tests/instinct_tests" --gtest_filter="$crashed" > "$OUT/gtest_crash_bt.txt" 2>&1
+    timeout 60 gdb -batch -ex run -ex bt --args "$B/tests/instinct_tests" --gtest_filter="$crashed" > "$OUT/gtest_crash_bt.txt" 2>&1
   else
     echo "no gdb here for a backtrace"
   fi
   # Past the crash: every test after it in one more run.
-  timeout 200 "$B/tests/instinct_tests" --gtest_filter="-$crashed" > "$W/gtest_rest.log" 2>&1
+  timeout 150 "$B/tests/instinct_tests" --gtest_filter="-$crashed" > "$W/gtest_rest.log" 2>&1
   echo "without $crashed: rc=$? $(grep -E '^\[  (PASSED|FAILED)  \]' "$W/gtest_rest.log" | head -3 | tr '\n' ' ')"
   grep -E '^\[  FAILED  \]' "$W/gtest_rest.log" | head -20
   cp "$W/gtest_rest.log" "$OUT/" 2>/dev/null

@@ -175,9 +175,6 @@ struct Loader::Impl {
   }
 
   void worker_loop() {
-#ifdef INSTINCT_WITH_IMGCODECS
-    cv::setNumThreads(1);
-#endif
     for (;;) {
       std::shared_ptr<Slot> s;
       size_t j = 0;
@@ -239,6 +236,12 @@ Loader::Loader(std::shared_ptr<const Dataset> dataset, PreprocessConfig preproce
   const int64_t n = static_cast<int64_t>(m.ds->size());
   m.per_rank = (n + c.world_size - 1) / c.world_size;
   m.bpe = c.drop_last ? m.per_rank / c.batch_size : (m.per_rank + c.batch_size - 1) / c.batch_size;
+#ifdef INSTINCT_WITH_IMGCODECS
+  // OpenCV's thread count is process-wide and setting it is not thread-safe (it rebuilds the
+  // parallel backend, possibly under another thread's resize): once, before any worker starts.
+  static std::once_flag cv_threads;
+  std::call_once(cv_threads, [] { cv::setNumThreads(1); });
+#endif
   for (int i = 0; i < c.num_workers; ++i) m.workers.emplace_back([&m] { m.worker_loop(); });
 }
 

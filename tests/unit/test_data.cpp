@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -478,6 +479,40 @@ TEST(DataLoader, StartBatchResumesMidEpochExactly) {
   l.start_epoch(4, l.batches_per_epoch());
   EXPECT_FALSE(l.next().has_value());
   EXPECT_NE(error_of([&] { l.start_epoch(4, 11); }).find("start_batch"), std::string::npos);
+}
+
+// Several loaders created and decoding at the same time (a trainer's train and held-out loaders do):
+// each gets exactly what it gets alone. Workers once each reset OpenCV's process-wide thread count,
+// which is not thread-safe and crashed a few percent of such starts.
+TEST(DataLoader, ConcurrentLoadersMatchSequentialOnes) {
+  REQUIRE_FIXTURES();
+  auto ds = std::make_shared<ImageFolderDataset>((fs::path(fx) / "images").string());
+  LoaderConfig lc;
+  lc.batch_size = 5;
+  lc.num_workers = 3;
+  auto reference = [&](uint64_t seed) {
+    lc.seed = seed;
+    Loader l(ds, small_pc(), lc);
+    return collect(l, 0);
+  };
+  std::vector<Collected> want;
+  for (uint64_t k = 0; k < 4; ++k) want.push_back(reference(k));
+  for (int round = 0; round < 8; ++round) {
+    std::vector<Collected> got(4);
+    std::vector<std::thread> threads;
+    for (uint64_t k = 0; k < 4; ++k)
+      threads.emplace_back([&, k] {
+        LoaderConfig c = lc;
+        c.seed = k;
+        Loader l(ds, small_pc(), c);
+        got[k] = collect(l, 0);
+      });
+    for (auto& t : threads) t.join();
+    for (size_t k = 0; k < 4; ++k) {
+      ASSERT_EQ(got[k].indices, want[k].indices) << "round " << round << " loader " << k;
+      for (size_t b = 0; b < got[k].images.size(); ++b) ASSERT_TRUE(torch::equal(got[k].images[b], want[k].images[b]));
+    }
+  }
 }
 
 TEST(DataLoader, ShardedLoadersCoverTheEpoch) {
