@@ -9,7 +9,8 @@
 #   3. Stage A then concept distillation on CUDA (bf16) with the tiny reference teacher and PPM images,
 #      and a 2-process data-parallel Stage A on the one GPU (Gloo; NCCL refuses two ranks on one
 #      GPU, so NCCL runs as the one-rank unit test Distributed.CudaNcclSingleRank...);
-#   4. benchmark: Stage A with a teacher of SAM3's real trunk dimensions (random weights, 1008 px,
+#   4. the optimizer step (clip + AdamW + EMA) per kernel: loop, foreach, fused (instinct-bench optim);
+#   5. benchmark: Stage A with a teacher of SAM3's real trunk dimensions (random weights, 1008 px,
 #      446M parameters) and a ViT-B/16 student at 1008 px: instinct-train vs the PyTorch loop of
 #      scripts/bench_stageA_torch.py, images/s, MFU, peak GPU memory; then a short profile=true run
 #      for the per-phase step time (data, teacher, student forward + loss, backward, optimizer).
@@ -51,7 +52,7 @@ build() {  # build NCCL_FLAGS...: configure + build into build-cuda
      -Dyaml-cpp_DIR="$L/cmake/yaml-cpp" -Dspdlog_DIR="$L/cmake/spdlog" -Dfmt_DIR="$L/cmake/fmt" \
      -DGTest_DIR="$L/cmake/GTest" -Dnlohmann_json_DIR="$SR/share/cmake/nlohmann_json" \
      -DCLI11_DIR="$SR/share/cmake/CLI11" > "$W/configure.log" 2>&1 &&
-  cmake --build build-cuda -j "$(nproc)" --target instinct-train instinct_tests > "$W/build.log" 2>&1
+  cmake --build build-cuda -j "$(nproc)" --target instinct-train instinct_tests instinct-bench > "$W/build.log" 2>&1
 }
 if build "${nccl[@]}"; then
   record build "ok (${nccl[0]})"
@@ -122,7 +123,10 @@ rc0=$?; wait $!; rc1=$?
 tail -3 "$W/dp0.log"; tail -2 "$W/dp1.log"
 [ $rc0 -eq 0 ] && [ $rc1 -eq 0 ] && record dp_2proc ok || record dp_2proc "FAILED (rank0 rc $rc0, rank1 rc $rc1)"
 
-step "4. benchmark: SAM3-size teacher trunk, ViT-B/16 student at 1008 px"
+step "4. optimizer step per kernel (clip + AdamW + EMA, ViT-B/16)"
+timeout 60 "$B/instinct-bench" optim --device cuda --preset vit_base --steps 20 | tee "$OUT/bench_optim.txt"
+
+step "5. benchmark: SAM3-size teacher trunk, ViT-B/16 student at 1008 px"
 steps="${GPU_CHECK_STEPS:-30}"; batch="${GPU_CHECK_BATCH:-16}"
 python3 scripts/make_reference_teacher.py --out "$W/sam3" --preset sam3 --trunk-only --no-verify --device cuda
 python3 scripts/make_synthetic_images.py --out "$W/img1008" --n $(( batch * 4 + 16 )) --seed 2 --width 1008 --height 1008 --format ppm

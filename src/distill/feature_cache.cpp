@@ -81,6 +81,10 @@ void FeatureCache::sync() {
   ::fdatasync(fd_valid_);
 }
 
+void FeatureCache::refresh() {
+  INSTINCT_CHECK(::pread(fd_valid_, valid_.data(), size_t(n_), 0) == n_, "cache.dir '", dir_, "': cannot read valid.bin");
+}
+
 int64_t FeatureCache::stored() const {
   int64_t s = 0;
   for (auto v : valid_) s += v;

@@ -40,7 +40,10 @@ const char* kernel_name(Kernel k) { return k == Kernel::loop ? "loop" : k == Ker
 bool fused_adamw_available() { return INSTINCT_TORCH_AT_LEAST(2, 1); }
 
 Kernel resolve_kernel(const std::string& name, c10::DeviceType device_type) {
-  if (name == "auto") return device_type == c10::DeviceType::CUDA && fused_adamw_available() ? Kernel::fused : Kernel::foreach;
+  if (name == "auto") {  // on CPU the per-parameter loop keeps each tensor in cache across its ops
+    if (device_type != c10::DeviceType::CUDA) return Kernel::loop;
+    return fused_adamw_available() ? Kernel::fused : Kernel::foreach;
+  }
   if (name == "loop") return Kernel::loop;
   if (name == "foreach") return Kernel::foreach;
   INSTINCT_CHECK(name == "fused", "optim.kernel = '", name, "': expected auto, fused, foreach or loop");

@@ -205,9 +205,6 @@ int run_stage_a(const StageAConfig& cfg_in) {
   // Data parallelism: rank/world from the launcher; each rank on its own GPU; rank 0 alone logs at
   // info level and writes files.
   const Distributed dist = join_data_parallel(cfg.distributed, cfg.device);
-  INSTINCT_CHECK(!dist.enabled() || cfg.cache.dir.empty(), "cache.dir with ", dist.world_size(),
-                 " ranks: the teacher-feature cache is single-process for now; fill it with one process first "
-                 "or leave cache.dir empty");
   RunContext run = RunContext::open(cfg.run_dir, cfg.device, cfg.precision, cfg.threads, cfg.checkpoint.resume);
   torch::manual_seed(uint64_t(cfg.seed));
 
@@ -402,6 +399,11 @@ int run_stage_a(const StageAConfig& cfg_in) {
   // Step-time split: data wait, teacher, student forward + loss, backward, all-reduce, optimizer.
   PhaseTimer timer(cfg.profile, run.device);
   while (st.step < total_steps && !stopped) {
+    if (cache && dist.enabled()) {  // every rank sees the records all ranks stored so far
+      cache->sync();
+      dist.barrier();
+      cache->refresh();
+    }
     feed.start_epoch(epoch, st.batch_in_epoch);
     while (st.step < total_steps) {
       timer.start();

@@ -2,6 +2,9 @@
 //   instinct-bench loader --images DIR --size 1008 --workers 2 --batch 8 --batches 25
 // prints images/s (from loader construction to the last batch, and excluding the first batch) and
 // the peak RSS of the process. scripts/bench_loader.py compares it with a torchvision DataLoader.
+//   instinct-bench optim --device cuda --preset vit_base --steps 20
+// times the trainer's optimizer step (clip_grad_norm + AdamW + EMA) on a student's parameters with
+// each kernel (loop, foreach, fused where available), device-synchronised, in ms per step.
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +15,10 @@
 #include "instinct/common/error.h"
 #include "instinct/data/dataset.h"
 #include "instinct/data/loader.h"
+#include "instinct/distill/optim.h"
+#include "instinct/model/vit.h"
+
+#include <torch/torch.h>
 
 namespace {
 
@@ -73,6 +80,62 @@ int bench_loader(const LoaderArgs& a) {
   return 0;
 }
 
+struct OptimArgs {
+  std::string device = "cpu", preset = "vit_base";
+  int steps = 20, warmup = 3;
+};
+
+int bench_optim(const OptimArgs& a) {
+  using clock = std::chrono::steady_clock;
+  const at::Device dev(a.device);
+  INSTINCT_CHECK(!dev.is_cuda() || torch::cuda::is_available(), "--device ", a.device, ": no CUDA device here");
+  auto sync = [&] {
+    if (dev.is_cuda()) torch::cuda::synchronize();
+  };
+  instinct::model::VitConfig vc;
+  vc.preset = a.preset;
+  vc.out_channels = 1024;
+  vc.out_grid = 72;
+  std::printf("optimizer step (clip + AdamW + EMA), %s student, device %s, %d timed steps\n", a.preset.c_str(),
+              a.device.c_str(), a.steps);
+  for (const char* name : {"loop", "foreach", "fused"}) {
+    if (std::string(name) == "fused" && !instinct::distill::fused_adamw_available()) {
+      std::printf("%-8s n/a (this LibTorch has no _fused_adamw_)\n", name);
+      continue;
+    }
+    torch::manual_seed(0);
+    instinct::model::StudentTrunk student(vc), shadow(vc);
+    student->to(dev);
+    shadow->to(dev);
+    std::vector<std::pair<std::string, at::Tensor>> params;
+    int64_t n = 0;
+    for (auto& kv : student->named_parameters()) {
+      params.emplace_back(kv.key(), kv.value());
+      kv.value().mutable_grad() = torch::randn_like(kv.value()) * 1e-3;
+      n += kv.value().numel();
+    }
+    instinct::distill::OptimConfig oc;
+    oc.kernel = name;
+    instinct::distill::AdamW opt(params, oc);
+    instinct::distill::EmaConfig ec;
+    ec.enabled = true;
+    instinct::distill::Ema ema(*student, *shadow, ec, opt.kernel());
+    auto step = [&] {
+      instinct::distill::clip_grad_norm(params, 5.0, opt.kernel());
+      opt.step(1e-4);
+      ema.update();
+    };
+    for (int i = 0; i < a.warmup; ++i) step();
+    sync();
+    const auto t0 = clock::now();
+    for (int i = 0; i < a.steps; ++i) step();
+    sync();
+    const double ms = 1e3 * std::chrono::duration<double>(clock::now() - t0).count() / a.steps;
+    std::printf("%-8s %8.2f ms/step  (%.1fM parameters)\n", name, ms, n / 1e6);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,9 +151,15 @@ int main(int argc, char** argv) {
   loader->add_option("--batches", la.batches, "batches to time (epochs repeat as needed)")->capture_default_str();
   loader->add_option("--prefetch", la.prefetch, "batches in flight")->capture_default_str();
   loader->add_option("--round-uint8", la.round_uint8, "round resized pixels to uint8")->capture_default_str();
+  OptimArgs oa;
+  auto* optim = app.add_subcommand("optim", "optimizer step time (clip + AdamW + EMA) per kernel");
+  optim->add_option("--device", oa.device, "cpu | cuda | cuda:N")->capture_default_str();
+  optim->add_option("--preset", oa.preset, "student preset (vit_base, vit_base_1152, vit_small, vit_tiny)")->capture_default_str();
+  optim->add_option("--steps", oa.steps, "timed steps per kernel")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     if (*loader) return bench_loader(la);
+    if (*optim) return bench_optim(oa);
   } catch (const instinct::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

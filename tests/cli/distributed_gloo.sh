@@ -5,6 +5,8 @@
 #    with batch 4 differs by far more (so the comparison can tell); so do 2 ranks x 2 micro-batches
 #    x 2 images with the all-reduce overlapped in small buckets, and 2 ranks without overlap;
 #  - only rank 0 writes the run directory;
+#  - 2 ranks sharing a teacher-feature cache read each other's records from the second epoch on and
+#    end where 1 process with the combined batch and its own cache ends;
 #  - a run stopped with 2 ranks resumes in 1 process at the same place (same weights as an
 #    uninterrupted run), and a resume with another images-per-step re-expresses the position;
 #  - concept distillation runs with 2 ranks, rank 0 writing;
@@ -65,6 +67,16 @@ echo "2 ranks x 2 micro-batches x 2 images, 0.25 MiB buckets: max diff $d_acc; o
 n_buckets=$(grep -o "overlapped with backward: [0-9]* buckets" "$WORK/acc.r0.log" | grep -o "[0-9]*")
 [ "${n_buckets:-0}" -ge 4 ] || { cat "$WORK/acc.r0.log"; fail "0.25 MiB buckets should give several buckets, got '$n_buckets'"; }
 ! grep -q "overlapped with backward" "$WORK/noov.r0.log" || fail "distributed.overlap=false still overlapped"
+
+echo "== a teacher-feature cache shared by 2 ranks"
+one cached1 "${common[@]}" batch_size=8 optim.max_steps=8 cache.dir="$WORK/cache1" run_dir="$WORK/cached1"
+two_ranks cached2 "${common[@]}" batch_size=4 optim.max_steps=8 cache.dir="$WORK/cache2" run_dir="$WORK/cached2"
+grep -q "teacher-feature cache: 32 images served" "$WORK/cached1.log" || { grep cache "$WORK/cached1.log"; fail "1 process: epoch 2 should come from the cache"; }
+# Rank 0's second epoch (4 batches x 4) comes from records both ranks stored in the first.
+grep -q "teacher-feature cache: 16 images served" "$WORK/cached2.r0.log" || { grep cache "$WORK/cached2.r0.log"; fail "rank 0 did not read the records of both ranks"; }
+d_cache=$(maxdiff "$WORK/cached1/trunk.pt" "$WORK/cached2/trunk.pt")
+echo "shared cache, 2 ranks vs 1 process: max diff $d_cache"
+"$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) <= 1e-5 else 1)" "$d_cache" || fail "cached 2-rank weights differ by $d_cache"
 
 echo "== stopped with 2 ranks, resumed with 1 process"
 two_ranks part "${common[@]}" batch_size=4 optim.max_steps=2 run_dir="$WORK/resume"

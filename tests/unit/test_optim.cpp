@@ -84,7 +84,7 @@ TEST_P(OptimKernels, AgreesWithTheLoopAcrossGroupsAndResume) {
 INSTANTIATE_TEST_SUITE_P(Kernels, OptimKernels, ::testing::Values("loop", "foreach", "fused"));
 
 TEST(Optim, KernelNamesResolveOrFailClearly) {
-  EXPECT_EQ(distill::resolve_kernel("auto", c10::DeviceType::CPU), distill::Kernel::foreach);
+  EXPECT_EQ(distill::resolve_kernel("auto", c10::DeviceType::CPU), distill::Kernel::loop);
   EXPECT_EQ(distill::resolve_kernel("auto", c10::DeviceType::CUDA),
             distill::fused_adamw_available() ? distill::Kernel::fused : distill::Kernel::foreach);
   EXPECT_EQ(distill::resolve_kernel("loop", c10::DeviceType::CUDA), distill::Kernel::loop);

@@ -7,6 +7,8 @@
 //                  silent reuse of stale features;
 //   features.f16   fixed-size fp16 records, record i at offset i * C*G*G*2 (a sparse file);
 //   valid.bin      one byte per record, set after the record is written.
+// Several processes may share one cache on one machine (data-parallel ranks): each writes the
+// records of its own images with pwrite; refresh() picks up what the others stored.
 #include <ATen/Tensor.h>
 
 #include <cstdint>
@@ -32,6 +34,8 @@ class FeatureCache {
   void write(const std::vector<int64_t>& indices, const at::Tensor& features);
   /// Flushes data and flags to disk.
   void sync();
+  /// Re-reads valid.bin: records other processes stored since (data-parallel ranks).
+  void refresh();
   int64_t hits() const { return hits_; }
   int64_t stored() const;
 

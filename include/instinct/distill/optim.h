@@ -44,7 +44,7 @@ struct OptimConfig {
     v("warmup_steps", warmup_steps, "warm-up steps; 0 = from warmup_epochs");
     v("grad_clip", grad_clip, "global gradient-norm clip (0 = off)");
     v("accum_steps", accum_steps, "micro-batches per optimizer step");
-    v("kernel", kernel, "auto (fused AdamW on CUDA with torch >= 2.1, else foreach) | fused | foreach (multi-tensor) | loop (per parameter)");
+    v("kernel", kernel, "auto (CUDA: fused AdamW with torch >= 2.1, else foreach; CPU: loop) | fused | foreach (multi-tensor) | loop (per parameter)");
   }
 };
 
@@ -61,7 +61,8 @@ enum class Kernel {
 };
 
 /// Resolves OptimConfig::kernel for parameters on `device_type`: "auto" is fused on CUDA when this
-/// LibTorch has `_fused_adamw_`, else foreach. Throws for an unknown name or an unavailable kernel.
+/// LibTorch has `_fused_adamw_` (else foreach) and loop on CPU, where it keeps each tensor in cache
+/// across its ops. Throws for an unknown name or an unavailable kernel.
 Kernel resolve_kernel(const std::string& name, c10::DeviceType device_type);
 
 /// "loop", "foreach" or "fused".
