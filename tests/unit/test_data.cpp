@@ -418,10 +418,17 @@ TEST(DataLoader, BatchesAreInOrderAndIdenticalForAnyWorkerCount) {
 
 // The prefetcher hands out exactly the loader's batches, on the device; abandoning an epoch with a
 // batch fetched ahead and resuming mid-epoch work as with the loader itself. On CUDA (GPU machine)
-// the copies come from pinned memory on a side stream.
+// the copies come from pinned memory on a side stream. Binary PPM images, which every build
+// decodes (the GPU machine's build has no JPEG codec).
 TEST(DataLoader, DevicePrefetcherMatchesLoaderOnCpuAndCuda) {
-  REQUIRE_FIXTURES();
-  auto ds = std::make_shared<ImageFolderDataset>((fs::path(fx) / "images").string());
+  const fs::path dir = temp_dir("prefetch");
+  for (int i = 0; i < 30; ++i) {
+    const int w = 20 + 7 * i, h = 60 - i;
+    std::ofstream f(dir / ("img_" + std::to_string(100 + i) + ".ppm"), std::ios::binary);
+    f << "P6\n" << w << " " << h << "\n255\n";
+    for (int k = 0; k < w * h * 3; ++k) f.put(static_cast<char>((k * 37 + i * 11) & 0xff));
+  }
+  auto ds = std::make_shared<ImageFolderDataset>(dir.string());
   LoaderConfig lc;
   lc.batch_size = 4;
   lc.seed = 11;
@@ -455,6 +462,7 @@ TEST(DataLoader, DevicePrefetcherMatchesLoaderOnCpuAndCuda) {
     }
     EXPECT_EQ(batches, 3 + 7 + 5);
   }
+  fs::remove_all(dir);
 }
 
 TEST(DataLoader, StartBatchResumesMidEpochExactly) {
