@@ -55,15 +55,23 @@ TEST(Vit, ForwardMatchesPythonReferenceFp32) {
   EXPECT_GT(y.abs().max().item<double>(), 1e-2);  // the comparison is not between two near-zero tensors
 }
 
-TEST(Vit, GradCheckpointingGivesIdenticalGradients) {
+namespace {
+// A 64 px custom student (seed 0) and a copy of it with gradient checkpointing on.
+std::pair<model::StudentTrunk, model::StudentTrunk> checkpointed_twins(int width, int heads) {
   model::VitConfig c;
-  c.preset = "custom"; c.img_size = 64; c.patch = 16; c.width = 32; c.depth = 3; c.heads = 2;
+  c.preset = "custom"; c.img_size = 64; c.patch = 16; c.width = width; c.depth = 3; c.heads = heads;
   c.out_channels = 16; c.out_grid = 5;
   torch::manual_seed(0);
   model::StudentTrunk a(c);
   c.grad_checkpointing = true;
   model::StudentTrunk b(c);
   model::load_state_dict_strict(*b, model::state_dict(*a), "copy");
+  return {a, b};
+}
+}  // namespace
+
+TEST(Vit, GradCheckpointingGivesIdenticalGradients) {
+  auto [a, b] = checkpointed_twins(32, 2);
   auto x = torch::randn({2, 3, 64, 64});
   a->forward(x).pow(2).sum().backward();
   b->forward(x).pow(2).sum().backward();
@@ -105,14 +113,7 @@ TEST(Vit, FrozenBatchNormStatsStayWhileAffineWeightsTrain) {
 // gradient checkpointing under autocast gives the same gradients as the plain backward.
 TEST(Vit, CudaBf16AutocastMatchesCpuAndCheckpointingKeepsGradients) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  model::VitConfig c;
-  c.preset = "custom"; c.img_size = 64; c.patch = 16; c.width = 64; c.depth = 3; c.heads = 4;
-  c.out_channels = 16; c.out_grid = 5;
-  torch::manual_seed(0);
-  model::StudentTrunk a(c);
-  c.grad_checkpointing = true;
-  model::StudentTrunk b(c);
-  model::load_state_dict_strict(*b, model::state_dict(*a), "copy");
+  auto [a, b] = checkpointed_twins(64, 4);
   a->eval();
   b->eval();
   auto x = torch::randn({2, 3, 64, 64});
