@@ -51,7 +51,7 @@ build() {  # build NCCL_FLAGS...: configure + build into build-cuda
      -DINSTINCT_WITH_IMGCODECS=OFF -DINSTINCT_PYTHON=python3 -DTORCH_CUDA_ARCH_LIST=9.0 \
      -Dyaml-cpp_DIR="$L/cmake/yaml-cpp" -Dspdlog_DIR="$L/cmake/spdlog" -Dfmt_DIR="$L/cmake/fmt" \
      -DGTest_DIR="$L/cmake/GTest" -Dnlohmann_json_DIR="$SR/share/cmake/nlohmann_json" \
-     -DCLI11_DIR="$SR/share/cmake/CLI11" > "$W/configure.log" 2>&1 &&
+     -DCLI11_DIR="$SR/share/cmake/CLI11" -DINSTINCT_WITH_TOKENIZER=OFF > "$W/configure.log" 2>&1 &&
   cmake --build build-cuda -j "$(nproc)" --target instinct-train instinct_tests instinct-bench > "$W/build.log" 2>&1
 }
 if build "${nccl[@]}"; then

@@ -20,6 +20,7 @@
 #include "instinct/distill/run_utils.h"
 #include "instinct/model/trunk_io.h"
 #include "instinct/teacher/bundle.h"
+#include "instinct/teacher/phrases.h"
 
 namespace instinct::distill {
 using json = nlohmann::json;
@@ -101,8 +102,14 @@ int run_concept(const ConceptConfig& cfg_in) {
 
   // Teacher bundle (trunk, detector neck, grounding, concept bank) and the student's concept bank.
   INSTINCT_CHECK(!cfg.teacher.bundle.empty(), "teacher.bundle must name a teacher bundle directory");
+  // Phrases come from the concept bank or, for phrases outside it, the bundle's text encoder.
+  auto phrase_mods = [](const std::string& dir) {
+    auto m = teacher::phrase_modules(teacher::read_bundle_info(dir));
+    return m.empty() ? std::vector<std::string>{"concept_bank"} : m;  // load() then names what is missing
+  };
   teacher::BundleLoadOptions bo;
-  bo.modules = {"trunk", "detector_neck", "grounding", "concept_bank"};
+  bo.modules = {"trunk", "detector_neck", "grounding"};
+  for (const auto& m : phrase_mods(cfg.teacher.bundle)) bo.modules.push_back(m);
   bo.verify_hashes = cfg.teacher.verify_hashes;
   auto teacher = teacher::TeacherBundle::load(cfg.teacher.bundle, bo);
   teacher.to(run.device);
@@ -110,7 +117,7 @@ int run_concept(const ConceptConfig& cfg_in) {
   std::unique_ptr<teacher::TeacherBundle> sbank;
   if (!cfg.student_concepts.empty()) {
     teacher::BundleLoadOptions so;
-    so.modules = {"concept_bank"};
+    so.modules = phrase_mods(cfg.student_concepts);
     so.verify_hashes = cfg.teacher.verify_hashes;
     sbank = std::make_unique<teacher::TeacherBundle>(teacher::TeacherBundle::load(cfg.student_concepts, so));
     sbank->to(run.device);
@@ -128,26 +135,19 @@ int run_concept(const ConceptConfig& cfg_in) {
   }
   const teacher::TeacherBundle& student_neck = sneck ? *sneck : teacher;
 
-  // Vocabulary: names -> ids in the teacher bank and in the student bank.
+  // Vocabulary: names -> prompt tokens for the teacher and for the student (rows = vocabulary ids).
   std::vector<std::string> vocab = cfg.concepts.vocabulary.empty() ? tinfo.concepts : cfg.concepts.vocabulary;
   INSTINCT_CHECK(!vocab.empty(), "concepts.vocabulary is empty and the teacher bundle lists no concepts");
-  std::vector<int64_t> tid, sid;
-  for (const auto& name : vocab) {
-    const int t = tinfo.concept_id(name);
-    INSTINCT_CHECK(t >= 0, "concepts.vocabulary: '", name, "' is not in the teacher bundle's concept bank (", cfg.teacher.bundle, ")");
-    const int s = student_bank.info().concept_id(name);
-    INSTINCT_CHECK(s >= 0, "concepts.vocabulary: '", name, "' is not in the student concept bank (", cfg.student_concepts, ")");
-    tid.push_back(t);
-    sid.push_back(s);
-  }
-  const auto tid_t = torch::tensor(tid, torch::kLong).to(run.device), sid_t = torch::tensor(sid, torch::kLong).to(run.device);
-  {
-    torch::NoGradGuard ng;
-    auto [text, pad] = student_bank.concepts(sid_t.narrow(0, 0, 1));
-    INSTINCT_CHECK(text.dim() == 3 && text.size(2) == tinfo.neck_channels, "student concept bank (",
-                   cfg.student_concepts.empty() ? cfg.teacher.bundle : cfg.student_concepts, ") gives text of width ",
-                   text.dim() == 3 ? text.size(2) : -1, " but the grounding module expects ", tinfo.neck_channels);
-  }
+  const auto t_phr = teacher::encode_phrases(teacher, vocab, run.device, "concepts.vocabulary: concept");
+  const auto s_phr = sbank ? teacher::encode_phrases(student_bank, vocab, run.device,
+                                                     "concepts.vocabulary (student bank " + cfg.student_concepts + "): concept")
+                           : t_phr;
+  if (t_phr.from_encoder > 0)
+    spdlog::info("vocabulary: {} concepts from the concept bank, {} encoded by the teacher's text encoder", t_phr.from_bank,
+                 t_phr.from_encoder);
+  INSTINCT_CHECK(s_phr.text.size(2) == tinfo.neck_channels, "student concept bank (",
+                 cfg.student_concepts.empty() ? cfg.teacher.bundle : cfg.student_concepts, ") gives text of width ",
+                 s_phr.text.size(2), " but the grounding module expects ", tinfo.neck_channels);
 
   // Student.
   resolve_student_shape(cfg.student, tinfo);
@@ -244,7 +244,9 @@ int run_concept(const ConceptConfig& cfg_in) {
     auto [a, b, c] = student_neck.detector_neck(f);
     return Fpn{a, b, c};
   };
-  auto text_of = [&](const teacher::TeacherBundle& bank, const at::Tensor& ids_in_bank) { return bank.concepts(ids_in_bank); };
+  auto text_of = [&](const teacher::PhraseTable& table, const at::Tensor& vocab_ids) {
+    return std::make_pair(table.text.index_select(0, vocab_ids), table.pad.index_select(0, vocab_ids));
+  };
   // Teacher's top score of every scanned concept of every image: (B, n_scan) with the scanned vocabulary indices.
   auto scan_scores = [&](const Fpn& fpn, int64_t B, const std::vector<int64_t>& scan) {
     torch::NoGradGuard ng;
@@ -252,7 +254,7 @@ int run_concept(const ConceptConfig& cfg_in) {
     const int64_t n = int64_t(scan.size());
     auto vi = torch::tensor(scan, torch::kLong).to(run.device);
     auto img = torch::arange(B, torch::TensorOptions().dtype(torch::kLong).device(run.device)).repeat_interleave(n);
-    auto [text, pad] = text_of(teacher, tid_t.index_select(0, vi).repeat({B}));
+    auto [text, pad] = text_of(t_phr, vi.repeat({B}));
     return ground(teacher, fpn, img, text, pad).scores().amax(1).view({B, n}).cpu();
   };
   auto pick_pairs = [&](const at::Tensor& top, const std::vector<int64_t>& scan, uint64_t& rng) {
@@ -279,7 +281,7 @@ int run_concept(const ConceptConfig& cfg_in) {
   auto teacher_targets = [&](const Fpn& fpn, const at::Tensor& img, const at::Tensor& con) {
     torch::NoGradGuard ng;
     compat::CudaAutocast ac(run.autocast);
-    auto [text, pad] = text_of(teacher, tid_t.index_select(0, con));
+    auto [text, pad] = text_of(t_phr, con);
     return make_targets(ground(teacher, fpn, img, text, pad), L.tau_keep);
   };
   std::vector<int64_t> full_scan(vocab.size());
@@ -346,7 +348,7 @@ int run_concept(const ConceptConfig& cfg_in) {
       cos += torch::cosine_similarity(feats.to(torch::kFloat), t, 1, 1e-8).mean({1, 2}).sum().item<double>();
       n_img += double(images.size(0));
       auto [img, con] = pair_tensors(eb.pairs);
-      auto [text, pad] = text_of(student_bank, sid_t.index_select(0, con));
+      auto [text, pad] = text_of(s_phr, con);
       auto s = ground(teacher, fpn, img, text, pad);
       auto s_cpu_logits = s.logits.cpu(), s_cpu_boxes = s.boxes.cpu();
       auto matches = hungarian_match_batch(s_cpu_logits, s_cpu_boxes, eb.targets.boxes, L.match);
@@ -465,7 +467,7 @@ int run_concept(const ConceptConfig& cfg_in) {
         compat::CudaAutocast ac(run.autocast);
         at::Tensor sfeat;
         auto sfpn = student_fpn(*student, images, L.w_trunk > 0 ? &sfeat : nullptr);
-        auto [text, pad] = text_of(student_bank, sid_t.index_select(0, con));
+        auto [text, pad] = text_of(s_phr, con);
         auto s = ground(teacher, sfpn, img, text, pad);
         timer.lap("student_forward");
         auto matches = hungarian_match_batch(s.logits, s.boxes, tg.boxes, L.match);
@@ -488,8 +490,7 @@ int run_concept(const ConceptConfig& cfg_in) {
             if (it.second) uniq.push_back(p.concept);
             pc.push_back(it.first->second);
           }
-          auto uids = sid_t.index_select(0, torch::tensor(uniq, torch::kLong).to(run.device));
-          auto [ut, up] = text_of(student_bank, uids);
+          auto [ut, up] = text_of(s_phr, torch::tensor(uniq, torch::kLong).to(run.device));
           auto concepts = pool_text_embeddings(ut.to(torch::kFloat), up).detach();
           l["align"] = region_text_loss(align_proj->forward(s.queries.to(torch::kFloat)), matches, torch::tensor(pc, torch::kLong).to(run.device),
                                         concepts, L.align_tau);

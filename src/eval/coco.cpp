@@ -129,7 +129,8 @@ void validate(const ProtocolConfig& c) {
                  "' is unknown; valid: largest, all");
   INSTINCT_CHECK(c.point == "centroid" || c.point == "interior", "protocol.point '", c.point,
                  "' is unknown; valid: centroid, interior");
-  INSTINCT_CHECK(c.mask_choice == "best_iou", "protocol.mask_choice '", c.mask_choice, "' is unknown; valid: best_iou");
+  INSTINCT_CHECK(c.mask_choice == "best_iou" || c.mask_choice == "single", "protocol.mask_choice '", c.mask_choice,
+                 "' is unknown; valid: best_iou, single");
   INSTINCT_CHECK(c.concept_threshold >= 0 && c.concept_threshold <= 1, "protocol.concept_threshold must be in [0,1], got ",
                  c.concept_threshold);
   INSTINCT_CHECK(c.cgf1_absent >= 0, "protocol.cgf1_absent must be >= 0, got ", c.cgf1_absent);

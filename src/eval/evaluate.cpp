@@ -14,6 +14,7 @@
 #include "instinct/eval/overlay.h"
 #include "instinct/eval/predictions.h"
 #include "instinct/eval/prompt_model.h"
+#include "instinct/teacher/phrases.h"
 #include "instinct/eval/report.h"
 #include "instinct/io/atomic_file.h"
 
@@ -158,7 +159,12 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
   auto has = [&](const char* p) { return std::find(modes.begin(), modes.end(), p) != modes.end(); };
 
   teacher::BundleLoadOptions bo;
-  bo.modules = {"trunk", "detector_neck", "interactive_neck", "grounding", "sam_head", "concept_bank"};
+  bo.modules = {"trunk", "detector_neck", "interactive_neck", "grounding", "sam_head"};
+  if (has("concept") || cfg.protocol.cgf1) {
+    auto pm = teacher::phrase_modules(teacher::read_bundle_info(cfg.teacher));
+    if (pm.empty()) pm = {"concept_bank"};  // load() then names what is missing
+    bo.modules.insert(bo.modules.end(), pm.begin(), pm.end());
+  }
   bo.device = device;
   auto bundle = std::make_shared<teacher::TeacherBundle>(teacher::TeacherBundle::load(cfg.teacher, bo));
   const auto& info = bundle->info();
@@ -170,13 +176,28 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
   }
   ReportBuilder rb(ds, cfg.protocol, modes);
   for (const auto& m : models) rb.add_model(m.name(), m.trunk_parameters());
-  // Category -> concept-bank id (categories missing from the bank get no prediction).
+  // Category -> row of the phrase table: the concept bank's tokens, or the text encoder's for names
+  // outside the bank (categories neither can encode get no prediction).
   std::map<int, int64_t> concept_of;
   std::vector<int> bank_categories;
-  for (int cid : ds.category_ids()) {
-    const int k = info.concept_id(ds.category_name(cid));
-    if (k >= 0) { concept_of[cid] = k; bank_categories.push_back(cid); }
+  std::vector<std::string> names;
+  if (has("concept") || cfg.protocol.cgf1)
+    for (int cid : ds.category_ids())
+      if (teacher::can_encode(*bundle, ds.category_name(cid))) {
+        concept_of[cid] = int64_t(names.size());
+        names.push_back(ds.category_name(cid));
+        bank_categories.push_back(cid);
+      }
+  teacher::PhraseTable phrases;
+  if (!names.empty()) {
+    phrases = teacher::encode_phrases(*bundle, names, device, "category");
+    if (phrases.from_encoder > 0)
+      spdlog::info("concept prompts: {} categories from the concept bank, {} encoded by the text encoder", phrases.from_bank,
+                   phrases.from_encoder);
   }
+  auto text_of = [&](const at::Tensor& rows) {
+    return std::make_pair(phrases.text.index_select(0, rows), phrases.pad.index_select(0, rows));
+  };
 
   data::PreprocessConfig pre;
   pre.image_size = info.image_size;
@@ -251,21 +272,41 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
         auto logits = pm.logits.to(torch::kFloat).cpu();
         auto score = pm.score.to(torch::kFloat).cpu();
         auto kept = pm.kept.defined() ? pm.kept.cpu() : at::Tensor();
+        auto boxes = pm.boxes.defined() ? pm.boxes.to(torch::kFloat).cpu() : at::Tensor();
         for (int64_t p = 0; p < P; ++p) {
           const auto& pr = prompts[size_t(p)];
           ScoredPrediction sp;
           sp.score = score[p].item<double>();
           sp.kept = kind != "concept" || (pr.concept >= 0 && kept[p].item<bool>());
           sp.mask = sp.kept ? to_rle(logits[p], pr.g) : rle_empty(pr.img->height, pr.img->width);
+          if (sp.kept && boxes.defined()) {  // cxcywh over the network input -> xyxy original pixels
+            const auto b = boxes[p];
+            const double cx = b[0].item<double>() * pr.g.S, cy = b[1].item<double>() * pr.g.S;
+            const double bw = b[2].item<double>() * pr.g.S, bh = b[3].item<double>() * pr.g.S;
+            sp.has_box = true;
+            sp.box = {(cx - bw / 2) / pr.g.sx(), (cy - bh / 2) / pr.g.sy(), (cx + bw / 2) / pr.g.sx(),
+                      (cy + bh / 2) / pr.g.sy()};
+          }
           const double iou = rb.add(m.name(), *pr.img, pr.target, kind, sp);
           overlays.add(pr.sel, m.name(), *pr.img, pr.target, kind, sp.mask, sp.score, iou);
         }
         t_post += secs(tp, now());
       };
       if (P > 0) {
-        if (has("concept")) record("concept", m.concept(f, dev_idx, ids.to(device), cfg.protocol.concept_threshold));
-        if (has("box")) record("box", m.prompt(f, dev_idx, box_pts.to(device), box_lbl));
-        if (has("point")) record("point", m.prompt(f, dev_idx, pt_pts.to(device), pt_lbl));
+        if (has("concept")) {
+          if (phrases.text.defined()) {
+            auto [text, pad] = text_of(ids.to(device));
+            record("concept", m.concept(f, dev_idx, text, pad, cfg.protocol.concept_threshold));
+          } else {  // no category can be encoded: every concept prompt is an empty prediction
+            PromptMasks none;
+            none.logits = torch::zeros({P, info.mask_size, info.mask_size});
+            none.score = torch::zeros({P});
+            none.kept = torch::zeros({P}, torch::kBool);
+            record("concept", none);
+          }
+        }
+        if (has("box")) record("box", m.prompt(f, dev_idx, box_pts.to(device), box_lbl, cfg.protocol.mask_choice));
+        if (has("point")) record("point", m.prompt(f, dev_idx, pt_pts.to(device), pt_lbl, cfg.protocol.mask_choice));
       }
       if (!pairs.empty()) {
         const int64_t n = int64_t(pairs.size());
@@ -274,14 +315,18 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
           pidx[k] = int64_t(pairs[size_t(k)].row);
           pids[k] = std::max<int64_t>(pairs[size_t(k)].concept, 0);
         }
-        auto ci = m.concept_instances(f, pidx.to(device), pids.to(device));
+        ConceptInstances ci;
+        if (phrases.text.defined()) {
+          auto [ptext, ppad] = text_of(pids.to(device));
+          ci = m.concept_instances(f, pidx.to(device), ptext, ppad);
+        }
         const auto tp = now();
-        auto score = ci.score.to(torch::kFloat).cpu();
-        auto logits = ci.logits.to(torch::kFloat).cpu();
+        auto score = ci.score.defined() ? ci.score.to(torch::kFloat).cpu() : at::Tensor();
+        auto logits = ci.logits.defined() ? ci.logits.to(torch::kFloat).cpu() : at::Tensor();
         for (int64_t k = 0; k < n; ++k) {
           const auto& pa = pairs[size_t(k)];
           std::vector<Rle> dt;
-          if (pa.concept >= 0)
+          if (pa.concept >= 0 && score.defined())
             for (int64_t q = 0; q < score.size(1); ++q)
               if (score[k][q].item<double>() >= cfg.protocol.concept_threshold) dt.push_back(to_rle(logits[k][q], pa.g));
           rb.add_cgf1(m.name(), *pa.img, pa.category, dt);

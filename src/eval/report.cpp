@@ -49,6 +49,9 @@ double ReportBuilder::add(const std::string& model, const CocoImageRecord& img, 
   json row = {{"model", model}, {"image_id", img.id}, {"annotation_id", ann.id}, {"category_id", ann.category_id},
               {"prompt", prompt}, {"iou", iou}, {"score", pred.score}, {"kept", pred.kept}};
   if (pred.missing) row["missing"] = true;
+  if (pred.has_box) row["box"] = pred.box;
+  if (prompt == "box") row["prompt_box"] = target.box_xyxy;
+  if (prompt == "point") row["prompt_point"] = target.point;
   row["segmentation"] = {{"size", {pred.mask.h, pred.mask.w}}, {"counts", rle_to_string(pred.mask)}};
   rows_.push_back(std::move(row));
   return iou;

@@ -18,6 +18,7 @@
 #include "instinct/model/trunk_io.h"
 #include "instinct/model/vit.h"
 #include "instinct/teacher/bundle.h"
+#include "instinct/teacher/phrases.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -346,9 +347,84 @@ std::vector<std::string> merge_bundle(const BundleMergeOptions& o) {
       fs::copy_file(from, dst, fs::copy_options::overwrite_existing);
       j["modules"][key]["sha256"] = io::sha256_file(dst.string());
     }
+    if (!info.tokenizer.file.empty())
+      fs::copy_file(fs::path(o.bundle) / info.tokenizer.file, tmp / info.tokenizer.file, fs::copy_options::overwrite_existing);
     j["name"] = j.value("name", std::string("bundle")) + "+student";
     j["student"] = {{"trunk", file_entry(o.trunk)}, {"architecture", arch_str(cfg)}};
     if (!o.neck.empty()) j["student"]["detector_neck"] = file_entry(o.neck);
+    io::write_file_atomic((tmp / "bundle.json").string(), j.dump(2) + "\n");
+    fs::rename(tmp, out);
+  } catch (const fs::filesystem_error& e) {
+    fs::remove_all(tmp, ec);
+    fail(o.output, ": writing the bundle failed: ", e.what());
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  return lines;
+}
+
+std::vector<std::string> read_vocabulary(const std::string& path) {
+  std::ifstream in(path);
+  INSTINCT_CHECK(in.is_open(), "vocabulary ", path, ": cannot open it");
+  std::vector<std::string> out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const auto b = line.find_first_not_of(" \t\r\n"), e = line.find_last_not_of(" \t\r\n");
+    if (b == std::string::npos || line[b] == '#') continue;
+    std::string p = line.substr(b, e - b + 1);
+    INSTINCT_CHECK(std::find(out.begin(), out.end(), p) == out.end(), "vocabulary ", path, ":", n, ": phrase '", p,
+                   "' is listed twice");
+    out.push_back(std::move(p));
+  }
+  INSTINCT_CHECK(!out.empty(), "vocabulary ", path, ": no phrases (one per line)");
+  return out;
+}
+
+std::vector<std::string> rebuild_vocabulary(const VocabOptions& o) {
+  INSTINCT_CHECK(!o.bundle.empty() && !o.vocab.empty() && (o.dry_run || !o.output.empty()),
+                 "instinct-merge vocab needs --bundle, --vocab and --output");
+  const teacher::BundleInfo info = teacher::read_bundle_info(o.bundle);
+  INSTINCT_CHECK(info.modules.count("concept_bank"), o.bundle, ": bundle.json lists no concept_bank to rebuild");
+  const auto phrases = read_vocabulary(o.vocab);
+  teacher::BundleLoadOptions lo;
+  lo.modules = teacher::phrase_modules(info);
+  const auto bundle = teacher::TeacherBundle::load(o.bundle, lo);
+  for (const auto& p : phrases)
+    INSTINCT_CHECK(teacher::can_encode(bundle, p), "vocabulary ", o.vocab, ": phrase '", p, "' is not in the concept bank of ",
+                   o.bundle, " and the bundle has no text encoder (re-export it with scripts/export_sam3.py)");
+  std::vector<std::string> lines;
+  if (o.dry_run) {
+    int64_t in_bank = 0;
+    for (const auto& p : phrases) in_bank += info.concept_id(p) >= 0;
+    lines.push_back("concept_bank: " + std::to_string(phrases.size()) + " phrases, " + std::to_string(in_bank) +
+                    " from the current bank, " + std::to_string(int64_t(phrases.size()) - in_bank) + " to encode");
+    return lines;
+  }
+  const auto table = teacher::encode_phrases(bundle, phrases, c10::Device(c10::kCPU), "vocabulary " + o.vocab + ": phrase");
+  lines.push_back("concept_bank: " + std::to_string(phrases.size()) + " phrases, " + std::to_string(table.from_bank) +
+                  " from the current bank, " + std::to_string(table.from_encoder) + " encoded by the text encoder");
+  const fs::path out(o.output);
+  std::error_code ec;
+  INSTINCT_CHECK(!fs::exists(out, ec), o.output, ": already exists; expected a new directory");
+  check_output_dir(o.output);
+  const fs::path tmp = out.string() + ".tmp." + std::to_string(::getpid());
+  fs::remove_all(tmp, ec);
+  try {
+    fs::create_directories(tmp);
+    std::ifstream in(fs::path(o.bundle) / "bundle.json");
+    json j = json::parse(in);
+    for (const auto& [key, fe] : info.modules) {
+      const fs::path dst = tmp / fe.first;
+      if (key == "concept_bank") teacher::save_concept_bank(bundle, table, dst.string());
+      else fs::copy_file(fs::path(o.bundle) / fe.first, dst, fs::copy_options::overwrite_existing);
+      j["modules"][key]["sha256"] = io::sha256_file(dst.string());
+      if (key != "concept_bank") lines.push_back(key + ": copied (" + fe.first + ")");
+    }
+    if (!info.tokenizer.file.empty())
+      fs::copy_file(fs::path(o.bundle) / info.tokenizer.file, tmp / info.tokenizer.file, fs::copy_options::overwrite_existing);
+    j["concepts"] = phrases;
+    j["vocabulary"] = file_entry(o.vocab);
     io::write_file_atomic((tmp / "bundle.json").string(), j.dump(2) + "\n");
     fs::rename(tmp, out);
   } catch (const fs::filesystem_error& e) {

@@ -115,8 +115,9 @@ std::vector<OutSpec> output_specs(const BundleInfo& in, const std::string& key) 
   if (key == "grounding")
     return {{"logits", {1, Q, 1}}, {"boxes", {1, Q, 4}},   {"masks", {1, Q, M, M}},
             {"presence", {1, 1}},  {"memory", {G * G, 1, D}}, {"queries", {1, Q, D}}};
-  if (key == "sam_head") return {{"masks", {1, 3, M, M}}, {"iou", {1, 3}}, {"obj", {1, 1}}};
-  if (key == "concept_bank") return {{"text", {1, L, D}}, {"text_pad", {1, L}, true}};
+  const int64_t T = in.sam_head.mask_tokens;
+  if (key == "sam_head") return {{"masks", {1, T, M, M}}, {"iou", {1, T}}, {"obj", {1, 1}}};
+  if (key == "concept_bank" || key == "text_encoder") return {{"text", {1, L, D}}, {"text_pad", {1, L}, true}};
   INSTINCT_ASSERT(false);
   return {};
 }
@@ -139,6 +140,12 @@ std::vector<c10::IValue> dummy_inputs(const BundleInfo& in, const std::string& k
     return {rnd({1, D, G, G}), rnd({1, D / 8, 4 * G, 4 * G}), rnd({1, D / 4, 2 * G, 2 * G}), pts, labels};
   }
   if (key == "concept_bank") return {at::zeros({1}, at::kLong).to(dev)};
+  if (key == "text_encoder") {  // CLIP's start and end tokens, zero padding
+    auto ids = at::zeros({1, L}, at::kLong);
+    ids[0][0] = 49406;
+    if (L > 1) ids[0][1] = 49407;
+    return {ids.to(dev)};
+  }
   INSTINCT_ASSERT(false);
   return {};
 }
@@ -146,8 +153,8 @@ std::vector<c10::IValue> dummy_inputs(const BundleInfo& in, const std::string& k
 }  // namespace
 
 const std::vector<std::string>& bundle_module_keys() {
-  static const std::vector<std::string> keys = {"trunk",    "detector_neck", "interactive_neck",
-                                                "grounding", "sam_head",     "concept_bank"};
+  static const std::vector<std::string> keys = {"trunk",    "detector_neck", "interactive_neck", "grounding",
+                                                "sam_head", "concept_bank",  "text_encoder"};
   return keys;
 }
 
@@ -183,10 +190,12 @@ BundleInfo read_bundle_info(const std::string& dir) {
   if (f.str(root, "format") != "instinct-teacher-bundle")
     f.bad("format", "expected \"instinct-teacher-bundle\", got " + root["format"].dump());
   const json& ver = f.get(root, "version", "version");
-  if (!ver.is_number_integer() || ver.get<int>() != 1) f.bad("version", "expected 1, got " + ver.dump());
+  if (!ver.is_number_integer() || (ver.get<int>() != 1 && ver.get<int>() != 2))
+    f.bad("version", "expected 1 or 2, got " + ver.dump());
 
   BundleInfo b;
   b.dir = dir;
+  b.version = ver.get<int>();
   b.name = f.str(root, "name");
   b.image_size = f.pos_int(root, "image_size");
   b.resize = f.str(root, "resize");
@@ -212,11 +221,51 @@ BundleInfo read_bundle_info(const std::string& dir) {
   if (b.neck_channels % 8 != 0)
     f.bad("neck_channels", "expected a multiple of 8, got " + std::to_string(b.neck_channels));
 
-  const json& concepts = f.get(root, "concepts", "concepts");
+  const json concepts = root.value("concepts", json::array());
   if (!concepts.is_array()) f.bad("concepts", "expected an array of strings");
   for (size_t i = 0; i < concepts.size(); ++i) {
     if (!concepts[i].is_string()) f.bad("concepts[" + std::to_string(i) + "]", "expected a string, got " + concepts[i].dump());
     b.concepts.push_back(concepts[i].get<std::string>());
+  }
+  if (b.version >= 2 && root.contains("sam_head")) {
+    const json& sh = root["sam_head"];
+    if (!sh.is_object()) f.bad("sam_head", "expected an object");
+    b.sam_head.mask_tokens = f.pos_int(sh, "mask_tokens", "sam_head.");
+    if (b.sam_head.mask_tokens != 3 && b.sam_head.mask_tokens != 4)
+      f.bad("sam_head.mask_tokens", "expected 3 or 4, got " + std::to_string(b.sam_head.mask_tokens));
+    if (sh.contains("padding_point") && f.str(sh, "padding_point", "sam_head.") != "appended")
+      f.bad("sam_head.padding_point", "expected \"appended\" (the module adds SAM's not-a-point itself), got " +
+                                          sh["padding_point"].dump());
+    auto num = [&](const char* name, float& out, float lo, float hi) {
+      if (!sh.contains(name)) return;
+      const json& j = sh[name];
+      if (!j.is_number() || j.get<double>() < lo || j.get<double>() > hi)
+        f.bad(std::string("sam_head.") + name, "expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + j.dump());
+      out = j.get<float>();
+    };
+    num("stability_delta", b.sam_head.stability_delta, 0.f, 1e3f);
+    num("stability_thresh", b.sam_head.stability_thresh, 0.f, 1.f);
+    num("mask_threshold", b.sam_head.mask_threshold, -1e3f, 1e3f);
+    if (sh.contains("fill_hole_area")) {
+      const json& j = sh["fill_hole_area"];
+      if (!j.is_number_integer() || j.get<long long>() < 0 || j.get<long long>() > (1 << 30))
+        f.bad("sam_head.fill_hole_area", "expected a non-negative integer, got " + j.dump());
+      b.sam_head.fill_hole_area = j.get<int>();
+    }
+  }
+  if (b.version >= 2 && root.contains("tokenizer")) {
+    const json& tk = root["tokenizer"];
+    if (!tk.is_object()) f.bad("tokenizer", "expected an object {type, file, sha256, context_length}");
+    if (f.str(tk, "type", "tokenizer.") != "clip_bpe") f.bad("tokenizer.type", "expected \"clip_bpe\", got " + tk["type"].dump());
+    b.tokenizer.file = f.str(tk, "file", "tokenizer.");
+    if (b.tokenizer.file.empty() || b.tokenizer.file.find('/') != std::string::npos || b.tokenizer.file.find('\\') != std::string::npos)
+      f.bad("tokenizer.file", "expected a plain file name inside the bundle directory, got \"" + b.tokenizer.file + "\"");
+    b.tokenizer.sha256 = f.str(tk, "sha256", "tokenizer.");
+    if (!is_hex64(b.tokenizer.sha256)) f.bad("tokenizer.sha256", "expected 64 lower-case hex characters, got \"" + b.tokenizer.sha256 + "\"");
+    b.tokenizer.context_length = f.pos_int(tk, "context_length", "tokenizer.");
+    if (b.tokenizer.context_length != b.prompt_length)
+      f.bad("tokenizer.context_length", "expected prompt_length = " + std::to_string(b.prompt_length) + ", got " +
+                                            std::to_string(b.tokenizer.context_length));
   }
 
   const json& mods = f.get(root, "modules", "modules");
@@ -367,6 +416,7 @@ void TeacherBundle::to(const at::Device& device) {
 }
 
 int64_t TeacherBundle::num_parameters(const std::string& key) const {
+  if (key == "trunk" && impl_->student) return model::num_parameters(*impl_->student);
   int64_t n = 0;
   for (const auto& p : impl_->get(key).parameters()) n += p.numel();
   return n;
@@ -382,10 +432,22 @@ std::vector<std::pair<std::string, at::Tensor>> TeacherBundle::named_parameters(
   return out;
 }
 
-void TeacherBundle::save_module(const std::string& key, const std::string& path) const {
+void TeacherBundle::save_module(const std::string& key, const std::string& path,
+                                const std::vector<std::pair<std::string, at::Tensor>>& replace) const {
+  INSTINCT_CHECK(!(key == "trunk" && impl_->student && !replace.empty()), "cannot replace tensors of a C++ trunk");
   if (key == "trunk" && impl_->student) return model::save_trunk_file(path, *impl_->student);
   std::ostringstream buf;
-  impl_->get(key).save(buf);
+  if (replace.empty()) {
+    impl_->get(key).save(buf);
+  } else {
+    torch::jit::Module copy = impl_->get(key).clone();
+    for (const auto& [name, t] : replace) {
+      INSTINCT_CHECK(copy.hasattr(name) && copy.attr(name).isTensor(), "teacher module ", impl_->info.module_path(key),
+                     " has no tensor attribute '", name, "' to replace");
+      copy.setattr(name, t);
+    }
+    copy.save(buf);
+  }
   io::write_file_atomic(path, buf.str());
 }
 
@@ -411,7 +473,14 @@ TeacherBundle::Grounding TeacherBundle::grounding(const at::Tensor& fpn0, const 
 TeacherBundle::SamOut TeacherBundle::sam_head(const at::Tensor& emb, const at::Tensor& s0, const at::Tensor& s1,
                                               const at::Tensor& points, const at::Tensor& labels) const {
   auto o = impl_->run("sam_head", {emb, s0, s1, points, labels}, 3);
-  return {o[0], o[1], o[2]};
+  if (o[0].size(1) != 4) return {o[0], o[1], o[2], {}, {}};
+  using at::indexing::Slice;
+  return {o[0].index({Slice(), Slice(1)}), o[1].index({Slice(), Slice(1)}), o[2], o[0].select(1, 0), o[1].select(1, 0)};
+}
+
+std::pair<at::Tensor, at::Tensor> TeacherBundle::text_encoder(const at::Tensor& token_ids) const {
+  auto o = impl_->run("text_encoder", {token_ids}, 2);
+  return {o[0], o[1]};
 }
 
 std::pair<at::Tensor, at::Tensor> TeacherBundle::concepts(const at::Tensor& ids) const {

@@ -19,6 +19,8 @@ Examples:
   instinct-merge sam3 --sam3 sam3.pt --trunk trunk.pt --text mobileclip_s1_text.pt --output out.pt --dry-run
   # a bundle for instinct-eval / instinct-train with the student trunk (and its fine-tuned neck)
   instinct-merge bundle --bundle sam3_bundle --trunk runs/c/trunk.pt --neck runs/c/detector_neck.pt --output student_bundle
+  # the concept bank for your own phrases (SAM3 exports carry the text encoder that encodes them)
+  instinct-merge vocab --bundle sam3_bundle --vocab my_phrases.txt --output sam3_bundle_mine
   # trunk formats
   instinct-merge convert --input trunk.pt --output trunk.safetensors --format safetensors
   instinct-merge inspect sam3.pt --summary
@@ -51,6 +53,14 @@ int main(int argc, char** argv) {
   bundle->add_option("--output,-o", bo.output, "new bundle directory");
   bundle->add_flag("--dry-run", bo.dry_run, "print the plan, write nothing");
 
+  instinct::merge::VocabOptions vo;
+  auto* vocab = app.add_subcommand("vocab", "bundle copy whose concept bank holds another vocabulary (new phrases "
+                                            "through the bundle's text encoder)");
+  vocab->add_option("--bundle", vo.bundle, "teacher bundle directory")->required();
+  vocab->add_option("--vocab", vo.vocab, "phrases, one per line ('#' comments)")->required();
+  vocab->add_option("--output,-o", vo.output, "new bundle directory");
+  vocab->add_flag("--dry-run", vo.dry_run, "print the plan, write nothing");
+
   std::string cin, cout_, cfmt;
   auto* convert = app.add_subcommand("convert", "convert a trunk file between formats (tensors unchanged)");
   convert->add_option("--input,-i", cin, "trunk file (InstinctSAM, checkpoint, bare dict, .safetensors)")->required();
@@ -79,6 +89,11 @@ int main(int argc, char** argv) {
       auto lines = instinct::merge::merge_bundle(bo);
       std::cout << (bo.dry_run ? "plan (dry run, nothing written): " : "bundle: ") << bo.bundle
                 << (bo.dry_run ? "" : " -> " + bo.output) << "\n";
+      for (const auto& l : lines) std::cout << "  " << l << "\n";
+    } else if (*vocab) {
+      auto lines = instinct::merge::rebuild_vocabulary(vo);
+      std::cout << (vo.dry_run ? "plan (dry run, nothing written): " : "bundle: ") << vo.bundle
+                << (vo.dry_run ? "" : " -> " + vo.output) << "\n";
       for (const auto& l : lines) std::cout << "  " << l << "\n";
     } else if (*convert) {
       instinct::merge::convert_trunk(cin, cout_, cfmt);

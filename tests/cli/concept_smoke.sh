@@ -94,7 +94,7 @@ expect_error() {  # expect_error NAME REGEX overrides...
   [ $rc -eq 2 ] && grep -qE "$re" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name: rc=$rc, expected 2 and /$re/"; }
   [ ! -e "$WORK/bad_$name" ] || fail "$name: a start-up error left run_dir $WORK/bad_$name behind"
 }
-expect_error vocab "\[error\].*'zebra' is not in the teacher bundle's concept bank" "concepts.vocabulary=[zebra]"
+expect_error vocab "\[error\].*'zebra' is not in the concept bank of teacher bundle" "concepts.vocabulary=[zebra]"
 "$PY" - "$BUNDLE" "$WORK/widebank" <<'PYEOF'
 import hashlib, json, pathlib, sys, torch
 src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])

@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -173,12 +175,83 @@ TEST(BundleInfo, BadFieldsNameFileAndKey) {
   expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"bundle.json", "'trunk.grid'", "integer"});
   with("\"trunk\": {", "\"trunkx\": {");
   expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"bundle.json", "'trunk'", "missing"});
-  with("\"concept_bank\": {", "\"text_encoder\": {");
-  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'modules.text_encoder'", "unknown module"});
-  with("\"version\": 1", "\"version\": 2");
-  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'version'", "expected 1"});
+  with("\"concept_bank\": {", "\"speech_encoder\": {");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'modules.speech_encoder'", "unknown module"});
+  with("\"version\": 1", "\"version\": 3");
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'version'", "expected 1 or 2", "3"});
   std::ofstream(d + "/bundle.json") << "{ not json";
   expect_error([&] { instinct::teacher::read_bundle_info(d); }, {d + "/bundle.json", "not valid JSON"});
+  fs::remove_all(d);
+}
+
+// Rewrites the fixture's bundle.json through `edit` into `d` (module files are linked in).
+static void edited_bundle(const std::string& fx, const std::string& d, const std::function<void(nlohmann::json&)>& edit) {
+  auto j = nlohmann::json::parse(read_text(fx + "/bundle/bundle.json"));
+  edit(j);
+  for (const auto& e : fs::directory_iterator(fx + "/bundle"))
+    if (e.path().filename() != "bundle.json" && !fs::exists(d + "/" + e.path().filename().string()))
+      fs::create_symlink(fs::absolute(e.path()), d + "/" + e.path().filename().string());
+  std::ofstream(d + "/bundle.json") << j.dump(1);
+}
+
+TEST(BundleInfo, TrunkOnlyBundleNeedsNoConcepts) {
+  REQUIRE_FIXTURES();
+  const std::string d = tmp_dir("trunkonly");
+  edited_bundle(fx, d, [](nlohmann::json& j) {
+    j.erase("concepts");
+    j["modules"] = nlohmann::json{{"trunk", j["modules"]["trunk"]}};
+  });
+  auto info = instinct::teacher::read_bundle_info(d);
+  EXPECT_TRUE(info.concepts.empty());
+  auto t = instinct::teacher::TeacherBundle::load(d);  // trunk only, shape-validated
+  EXPECT_TRUE(t.has("trunk"));
+  edited_bundle(fx, d, [](nlohmann::json& j) { j.erase("concepts"); });  // the bank without names is refused
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'concepts'", "must not be empty"});
+  fs::remove_all(d);
+}
+
+TEST(BundleInfo, Version2FieldsParsedAndChecked) {
+  REQUIRE_FIXTURES();
+  const std::string d = tmp_dir("v2");
+  const std::string hex(64, 'a');
+  auto v2 = [&](const std::function<void(nlohmann::json&)>& more) {
+    edited_bundle(fx, d, [&](nlohmann::json& j) {
+      j["version"] = 2;
+      j["sam_head"] = {{"mask_tokens", 3}, {"padding_point", "appended"}, {"stability_delta", 0.1},
+                       {"stability_thresh", 0.9}, {"mask_threshold", 0.0}, {"fill_hole_area", 256}};
+      j["tokenizer"] = {{"type", "clip_bpe"}, {"file", "vocab.txt.gz"}, {"sha256", hex}, {"context_length", 8}};
+      more(j);
+    });
+  };
+  v2([](nlohmann::json&) {});
+  auto info = instinct::teacher::read_bundle_info(d);
+  EXPECT_EQ(info.version, 2);
+  EXPECT_EQ(info.sam_head.mask_tokens, 3);
+  EXPECT_FLOAT_EQ(info.sam_head.stability_delta, 0.1f);
+  EXPECT_FLOAT_EQ(info.sam_head.stability_thresh, 0.9f);
+  EXPECT_EQ(info.sam_head.fill_hole_area, 256);
+  EXPECT_EQ(info.tokenizer.file, "vocab.txt.gz");
+  EXPECT_EQ(info.tokenizer.context_length, 8);
+  auto v1 = instinct::teacher::read_bundle_info(fx + "/bundle");  // version 1: SAM-head defaults, no tokenizer
+  EXPECT_EQ(v1.version, 1);
+  EXPECT_EQ(v1.sam_head.mask_tokens, 3);
+  EXPECT_EQ(v1.sam_head.fill_hole_area, 0);
+  EXPECT_TRUE(v1.tokenizer.file.empty());
+  v2([](nlohmann::json& j) { j["sam_head"]["mask_tokens"] = 5; });
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'sam_head.mask_tokens'", "3 or 4", "5"});
+  v2([](nlohmann::json& j) { j["sam_head"]["padding_point"] = "none"; });
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'sam_head.padding_point'", "appended"});
+  v2([](nlohmann::json& j) { j["sam_head"]["fill_hole_area"] = -1; });
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'sam_head.fill_hole_area'", "-1"});
+  v2([](nlohmann::json& j) { j["tokenizer"]["context_length"] = 32; });
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'tokenizer.context_length'", "prompt_length = 8", "32"});
+  v2([](nlohmann::json& j) { j["tokenizer"]["file"] = "../vocab.txt.gz"; });
+  expect_error([&] { instinct::teacher::read_bundle_info(d); }, {"'tokenizer.file'", "plain file name"});
+  // The SAM head's declared token count is validated against the module's outputs (3 here).
+  v2([](nlohmann::json& j) { j["sam_head"]["mask_tokens"] = 4; });
+  instinct::teacher::BundleLoadOptions o;
+  o.modules = {"sam_head"};
+  expect_error([&] { instinct::teacher::TeacherBundle::load(d, o); }, {"sam_head.pt", "'masks'", "[1, 4, 64, 64]"});
   fs::remove_all(d);
 }
 
@@ -195,8 +268,10 @@ TEST(BundleLoad, AllModulesLoadValidateAndFreeze) {
   EXPECT_FALSE(t1.has("grounding"));
   expect_error([&] { t1.detector_neck(at::zeros({1, 128, 16, 16})); }, {"detector_neck", "not loaded"});
   BundleLoadOptions bad;
-  bad.modules = {"text_encoder"};
-  expect_error([&] { TeacherBundle::load(fx + "/bundle", bad); }, {"unknown module 'text_encoder'", "trunk"});
+  bad.modules = {"speech_encoder"};
+  expect_error([&] { TeacherBundle::load(fx + "/bundle", bad); }, {"unknown module 'speech_encoder'", "trunk"});
+  bad.modules = {"text_encoder"};  // a valid key this (version 1) bundle does not list
+  expect_error([&] { TeacherBundle::load(fx + "/bundle", bad); }, {"module 'text_encoder' is not listed", "concept_bank"});
 }
 
 TEST(BundleLoad, OutputsMatchEagerPython) {

@@ -65,7 +65,7 @@ struct ProtocolConfig {
   std::string targets = "largest";   ///< largest (one per image: largest non-crowd with area >= min_area) | all (every non-crowd instance)
   double min_area = 1;               ///< minimum annotation area for a target
   std::string point = "centroid";    ///< centroid (mean of mask pixels; box centre if empty) | interior (distance-transform maximum)
-  std::string mask_choice = "best_iou";  ///< box/point prompts: best_iou (highest predicted IoU of the multimask outputs)
+  std::string mask_choice = "best_iou";  ///< box/point prompts: best_iou (highest predicted IoU of the 3 multimask outputs) | single (SAM3's multimask_output=False: the single-mask output, or the best multimask one when it is unstable; needs a version-2 bundle)
   double concept_threshold = 0.5;    ///< concept: keep instances with sigmoid(logit) x sigmoid(presence) >= this
   bool cgf1 = false;                 ///< also report SAM3's cgF1 for concepts (every category of each image + sampled absent ones)
   int cgf1_absent = 2;               ///< cgF1: absent categories sampled per image
@@ -77,7 +77,7 @@ struct ProtocolConfig {
     v("targets", targets, "largest (one target per image) | all (every non-crowd instance)");
     v("min_area", min_area, "minimum annotation area of a target");
     v("point", point, "centroid | interior (distance-transform maximum)");
-    v("mask_choice", mask_choice, "box/point mask choice: best_iou (highest predicted IoU)");
+    v("mask_choice", mask_choice, "box/point mask choice: best_iou (highest predicted IoU of the multimask outputs) | single (SAM3's single-mask output with its stability fallback)");
     v("concept_threshold", concept_threshold, "concept keep threshold on sigmoid(logit) x sigmoid(presence)");
     v("cgf1", cgf1, "also report SAM3's cgF1 (present categories + sampled absent ones per image)");
     v("cgf1_absent", cgf1_absent, "cgF1: absent categories sampled per image");

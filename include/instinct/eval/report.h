@@ -20,6 +20,8 @@ struct ScoredPrediction {
   double score = 0;    ///< box/point: the chosen mask's predicted IoU; concept: the instance score
   bool kept = true;    ///< concept: score >= threshold (otherwise the mask is empty)
   bool missing = false;  ///< results files: no row for this target (scored as an empty mask)
+  bool has_box = false;  ///< concept: `box` holds the kept instance's box
+  std::array<double, 4> box{};  ///< concept: x0, y0, x1, y1 in original pixels (SAM3's processor output)
 };
 
 class ReportBuilder {

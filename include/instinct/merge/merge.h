@@ -68,6 +68,24 @@ struct BundleMergeOptions {
   bool dry_run = false;
 };
 
+/// `instinct-merge vocab`: a copy of a bundle whose concept bank holds another vocabulary.
+struct VocabOptions {
+  std::string bundle;  ///< teacher bundle directory (with concept_bank; text_encoder for new phrases)
+  std::string vocab;   ///< phrases, one per line (blank lines and lines starting with '#' skipped)
+  std::string output;  ///< output bundle directory (must not exist)
+  bool dry_run = false;
+};
+
+/// Rebuilds the concept bank from C++: phrases already in the bank keep their rows, the others are
+/// encoded by the bundle's text encoder (teacher::encode_phrases); every other file is copied byte for
+/// byte and bundle.json gets the new `concepts` and hashes. Atomic like merge_bundle. Returns a
+/// description line per phrase source and module.
+std::vector<std::string> rebuild_vocabulary(const VocabOptions& opts);
+
+/// Reads a vocabulary file: one phrase per line, surrounding whitespace stripped, blank lines and
+/// '#' comments skipped. Throws naming the file (and line) when it is missing, empty or repeats a phrase.
+std::vector<std::string> read_vocabulary(const std::string& path);
+
 /// Writes the student bundle: module files other than trunk (and detector_neck when replaced) copied
 /// byte for byte, the student trunk as trunk.pt (InstinctSAM format), bundle.json with the new
 /// hashes. The directory appears complete or not at all. Returns a description line per module.

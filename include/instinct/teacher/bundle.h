@@ -27,8 +27,26 @@ namespace instinct::teacher {
 /// The module keys a bundle may hold, in canonical order.
 const std::vector<std::string>& bundle_module_keys();
 
+/// How the SAM head's masks are produced and read (bundle.json `sam_head`, version 2; version 1
+/// bundles get the defaults: three multimask outputs, no single-mask output, no hole filling).
+struct SamHeadInfo {
+  int mask_tokens = 3;             ///< masks per prompt the module returns: 3 (multimask) or 4 (single + 3)
+  float stability_delta = 0.05f;   ///< single-mask stability: IoU of logits > +delta vs > -delta
+  float stability_thresh = 0.98f;  ///< below it, SAM3 falls back to the best multimask output
+  float mask_threshold = 0.0f;     ///< mask logit threshold (SAM3's predictor: 0)
+  int fill_hole_area = 0;          ///< fill background holes up to this area (mask-size pixels; SAM3: 256)
+};
+
+/// SAM3's CLIP BPE vocabulary shipped in the bundle (version 2, optional).
+struct TokenizerInfo {
+  std::string file;        ///< plain file name inside the bundle directory ("" = none)
+  std::string sha256;      ///< of that file
+  int context_length = 0;  ///< token ids per phrase (SOT ... EOT, zero padded) = prompt_length
+};
+
 /// Parsed and validated bundle.json (field meanings: docs/teacher-bundle.md).
 struct BundleInfo {
+  int version = 1;             ///< bundle format version (1 or 2)
   std::string dir;             ///< the bundle directory as given to read_bundle_info()
   std::string name;            ///< free-form name ("sam3", "reference-tiny-seed0", ...)
   int image_size = 0;          ///< S: square network input side in pixels
@@ -42,7 +60,9 @@ struct BundleInfo {
   int num_queries = 0;         ///< Q
   int mask_size = 0;           ///< M = 4 G
   int prompt_length = 0;       ///< L
-  std::vector<std::string> concepts;  ///< names behind concept_bank ids, in id order
+  std::vector<std::string> concepts;  ///< names behind concept_bank ids, in id order (may be empty without concept_bank)
+  SamHeadInfo sam_head;        ///< SAM-head output layout and post-processing rules
+  TokenizerInfo tokenizer;     ///< the text encoder's vocabulary, when the bundle ships one
   std::map<std::string, std::pair<std::string, std::string>> modules;  ///< key -> (file, sha256 hex)
   /// Keys whose file is a student trunk file (module entry `"format": "instinct-trunk"`, written by
   /// `instinct-merge bundle`) run by the C++ ViT instead of TorchScript; only `trunk` may be one.
@@ -91,8 +111,11 @@ class TeacherBundle {
   /// loaded copy (set requires_grad and update in place); the modules stay frozen otherwise.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters(const std::string& key) const;
   /// Writes loaded module `key` as TorchScript to `path` atomically (e.g. a fine-tuned neck that
-  /// replaces the bundle's file).
-  void save_module(const std::string& key, const std::string& path) const;
+  /// replaces the bundle's file). `replace` swaps existing tensor attributes (buffers) of the module
+  /// for new tensors in the written copy only (a rebuilt concept-bank table); an attribute the module
+  /// does not have is an error naming it.
+  void save_module(const std::string& key, const std::string& path,
+                   const std::vector<std::pair<std::string, at::Tensor>>& replace = {}) const;
   /// Moves every loaded module to `device` (inputs must then live there too).
   void to(const at::Device& device);
 
@@ -116,17 +139,23 @@ class TeacherBundle {
                       const at::Tensor& text, const at::Tensor& text_pad) const;
 
   struct SamOut {
-    at::Tensor masks;  ///< (B,3,M,M) mask logits (multimask outputs)
-    at::Tensor iou;    ///< (B,3) predicted IoU in [0,1]
-    at::Tensor obj;    ///< (B,1) object-score logit
+    at::Tensor masks;         ///< (B,3,M,M) mask logits (multimask outputs)
+    at::Tensor iou;           ///< (B,3) predicted IoU in [0,1]
+    at::Tensor obj;           ///< (B,1) object-score logit
+    at::Tensor single_masks;  ///< (B,M,M) the single-mask output (undefined unless sam_head.mask_tokens == 4)
+    at::Tensor single_iou;    ///< (B,) its predicted IoU (undefined unless mask_tokens == 4)
   };
   /// points (B,N,2) float in network-input pixel coordinates; labels (B,N) int64:
-  /// 1 positive, 0 negative, 2/3 box top-left/bottom-right, -1 padding.
+  /// 1 positive, 0 negative, 2/3 box top-left/bottom-right. Pass only real prompts: a SAM3 export
+  /// appends SAM's one not-a-point itself (docs/teacher-bundle.md, "Prompt rules").
   SamOut sam_head(const at::Tensor& emb, const at::Tensor& s0, const at::Tensor& s1,
                   const at::Tensor& points, const at::Tensor& labels) const;
 
   /// ids (B,) int64 indices into info().concepts -> text (B,L,D) float, text_pad (B,L) bool.
   std::pair<at::Tensor, at::Tensor> concepts(const at::Tensor& ids) const;
+  /// token ids (B,L) int64 (SOT ... EOT, zero padded) -> text (B,L,D) float, text_pad (B,L) bool:
+  /// any phrase, not only the concept bank's (module `text_encoder`, version 2).
+  std::pair<at::Tensor, at::Tensor> text_encoder(const at::Tensor& token_ids) const;
 
   struct Impl;  ///< defined in bundle.cpp
 
