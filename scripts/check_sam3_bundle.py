@@ -39,18 +39,26 @@ def log(msg):
     print(f"[check_sam3 {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def write_annotations(path, images):
-    """COCO file with TARGETS as rectangles on each image: returns it as a dict."""
+def write_annotations(path, images, targets=None):
+    """COCO file with the prompt targets as rectangles on each image: `targets` maps an image file
+    name to [[phrase, [x0, y0, x1, y1]], ...] in pixels; images it does not list (or all, without
+    it) get TARGETS. Returns the file's content."""
     from PIL import Image
-    cats = sorted({c for c, _ in TARGETS})
+    targets = targets or {}
+    cats = sorted({c for c, _ in TARGETS} | {t[0] for ts in targets.values() for t in ts})
     cat_id = {c: i + 1 for i, c in enumerate(cats)}
     coco = {"images": [], "annotations": [], "categories": [{"id": cat_id[c], "name": c} for c in cats]}
     ann_id = 1
     for i, p in enumerate(images, 1):
         w, h = Image.open(p).size
         coco["images"].append({"id": i, "file_name": os.path.basename(p), "width": w, "height": h})
-        for c, (fx0, fy0, fx1, fy1) in TARGETS:
-            x0, y0, x1, y1 = round(fx0 * w), round(fy0 * h), round(fx1 * w), round(fy1 * h)
+        boxes = ([(c, (round(fx0 * w), round(fy0 * h), round(fx1 * w), round(fy1 * h)))
+                  for c, (fx0, fy0, fx1, fy1) in TARGETS]
+                 if os.path.basename(p) not in targets else
+                 [(c, tuple(int(round(v)) for v in b)) for c, b in targets[os.path.basename(p)]])
+        for c, (x0, y0, x1, y1) in boxes:
+            if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+                raise S.ExportError(f"--targets: box {[x0, y0, x1, y1]} for '{c}' is not inside {os.path.basename(p)} ({w}x{h})")
             coco["annotations"].append({
                 "id": ann_id, "image_id": i, "category_id": cat_id[c], "iscrowd": 0,
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)),
@@ -125,7 +133,16 @@ def check(args):
     work = args.work or tempfile.mkdtemp(prefix="check_sam3_")
     os.makedirs(work, exist_ok=True)
     ann_path = os.path.join(work, "prompts.json")
-    coco = write_annotations(ann_path, images)
+    targets = None
+    if args.targets:
+        with open(args.targets) as f:
+            targets = json.load(f)
+        args.image_names = list(dict.fromkeys(list(args.image_names) + list(targets)))
+        images = [os.path.join(args.images, n) for n in args.image_names]
+        for p in images:
+            if not os.path.isfile(p):
+                raise S.ExportError(f"--targets names {os.path.basename(p)}, which is not in {args.images}")
+    coco = write_annotations(ann_path, images, targets)
     anns = {a["id"]: a for a in coco["annotations"]}
     cat_name = {c["id"]: c["name"] for c in coco["categories"]}
     imgs = {i["id"]: i for i in coco["images"]}
@@ -215,6 +232,8 @@ def main(argv=None):
         if os.environ.get("SAM3_SRC") else None)
     p.add_argument("--images", default=default_images, help="directory of photographs (default $SAM3_IMAGES)")
     p.add_argument("--image-names", nargs="+", default=list(DEFAULT_IMAGES), help="files in --images to use")
+    p.add_argument("--targets", help="JSON {image file: [[phrase, [x0, y0, x1, y1]], ...]} (pixels): your own prompts "
+                                     "(box, its centroid click and the phrase) for those images")
     p.add_argument("--eval", default=os.path.join(ROOT, "build", "instinct-eval"), help="instinct-eval binary")
     p.add_argument("--mask-choices", nargs="+", default=["best_iou", "single", "single0"],
                    choices=["best_iou", "single", "single0"],

@@ -11,7 +11,6 @@ docs/teacher-bundle.md.
   /usr/bin/python3 scripts/export_sam3.py --sam3-src ../shared/sam3/src --random-init 0 --size small --out /tmp/b
 """
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sam3_support as S  # noqa: E402
+from make_reference_teacher import as_tuple, sha256_file as sha256  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE_VERSION = 2
@@ -274,10 +274,6 @@ def pinned_devices(path):
     return hits
 
 
-def as_tuple(x):
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
-
-
 def max_rel_error(got, want):
     """max |got - want| / max(|want|) per output (bool outputs: fraction of unequal elements)."""
     errs = []
@@ -290,14 +286,6 @@ def max_rel_error(got, want):
             scale = float(w.abs().max()) or 1.0
             errs.append(float((g.float() - w.float()).abs().max()) / scale)
     return errs
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_vocab(path):

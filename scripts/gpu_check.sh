@@ -13,7 +13,11 @@
 #   5. benchmark: Stage A with a teacher of SAM3's real trunk dimensions (random weights, 1008 px,
 #      446M parameters) and a ViT-B/16 student at 1008 px: instinct-train vs the PyTorch loop of
 #      scripts/bench_stageA_torch.py, images/s, MFU, peak GPU memory; then a short profile=true run
-#      for the per-phase step time (data, teacher, student forward + loss, backward, optimizer).
+#      for the per-phase step time (data, teacher, student forward + loss, backward, optimizer);
+#   6. when .gpu/sam3_src holds SAM3's source (scripts/gpu_deps.sh stages it from $SAM3_SRC): the full
+#      SAM3 export with torch 2.x on CUDA (random weights; time, peak GPU memory, file sizes, every
+#      module checked against SAM3's eager code), then Stage A on that export (the real SAM3 trunk as
+#      the teacher) and instinct-eval of it on a few PPM images (text, box, point prompts).
 # Env: GPU_CHECK_STEPS (benchmark steps, default 30), GPU_CHECK_BATCH (default 16).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -149,6 +153,49 @@ cp "$W/runs/bench/metrics.jsonl" "$OUT/bench_cpp_metrics.jsonl" 2>/dev/null
 timeout 200 python3 scripts/bench_stageA_torch.py --teacher "$W/sam3" --batch "$batch" --steps "$steps" \
   --cpp-metrics "$W/runs/bench/metrics.jsonl" --out "$OUT/bench.json" && record bench ok || record bench FAILED
 echo "cpp_peak_gpu_mib_nvidia_smi $(sort -n "$W/mem_cpp.txt" | tail -1)" >> "$OUT/bench.json.txt"
+
+step "6. SAM3 itself: full export on CUDA with torch 2.x, Stage A and instinct-eval on it"
+if [ -d .gpu/sam3_src/sam3 ]; then
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$W/mem_export.txt" &
+  smi=$!
+  t0=$(date +%s)
+  timeout 420 python3 scripts/export_sam3.py --sam3-src .gpu/sam3_src --random-init 0 --size full --device cuda \
+    --out "$W/sam3_full" --force > "$W/export.log" 2>&1
+  rc=$?
+  kill $smi 2>/dev/null
+  grep -E "built|traced|wrote|error" "$W/export.log" | tail -12
+  echo "export peak GPU memory used (nvidia-smi, MiB): $(sort -n "$W/mem_export.txt" | tail -1)"
+  cp "$W/export.log" "$OUT/sam3_export.log" 2>/dev/null; cp "$W/sam3_full/export_report.json" "$OUT/" 2>/dev/null
+  if [ $rc -eq 0 ]; then
+    record sam3_export "ok ($(( $(date +%s) - t0 )) s, $(du -sh "$W/sam3_full" | cut -f1))"
+    timeout 200 "$B/instinct-train" stageA --config configs/stageA_vitb_sam3.yaml teacher.bundle="$W/sam3_full" \
+      data.root="$W/img1008" data.eval_images=16 init.from=random run_dir="$W/runs/sam3_sa" batch_size="$batch" \
+      optim.max_steps=20 eval.every=0 checkpoint.every=0 log.every=5 log.progress=false > "$W/sam3_sa.log" 2>&1 \
+      && record sam3_stageA "ok: $(grep -o '[0-9.]* img/s' "$W/sam3_sa.log" | tail -1)" || { tail -5 "$W/sam3_sa.log"; record sam3_stageA FAILED; }
+    python3 - "$W/img1008" "$W/sam3_eval.json" <<'PYEOF'
+import json, os, sys
+d = sys.argv[1]
+files = sorted(f for f in os.listdir(d) if f.endswith(".ppm"))[:8]
+ann = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "red pickup truck"}]}
+for i, f in enumerate(files, 1):
+    ann["images"].append({"id": i, "file_name": f, "width": 1008, "height": 1008})
+    for k, (c, b) in enumerate([(1, [100, 150, 400, 500]), (2, [500, 300, 450, 600])]):
+        x, y, w, h = b
+        ann["annotations"].append({"id": 2 * i + k, "image_id": i, "category_id": c, "iscrowd": 0, "bbox": b,
+                                   "area": float(w * h), "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+json.dump(ann, open(sys.argv[2], "w"))
+PYEOF
+    timeout 200 "$B/instinct-eval" annotations="$W/sam3_eval.json" images="$W/img1008" teacher="$W/sam3_full" students=[] \
+      protocol.n_images=0 protocol.targets=all device=cuda output="$W/sam3_eval" progress=off > "$W/sam3_eval.log" 2>&1 \
+      && record sam3_eval "ok: $(grep -o '"images_per_s": [0-9.]*' "$W/sam3_eval/report.json" | head -1)" \
+      || { tail -5 "$W/sam3_eval.log"; record sam3_eval FAILED; }
+    tail -6 "$W/sam3_eval.log"; cp "$W/sam3_eval/report.json" "$OUT/sam3_eval_report.json" 2>/dev/null
+  else
+    record sam3_export "FAILED (rc $rc): $(grep -E 'error' "$W/export.log" | tail -1)"
+  fi
+else
+  echo "no .gpu/sam3_src: run SAM3_SRC=... scripts/gpu_deps.sh here to stage SAM3's source"
+fi
 
 step "done"
 echo "${status[@]}" | tee "$OUT/status.txt"

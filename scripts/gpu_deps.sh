@@ -20,3 +20,10 @@ rm -rf "$dest.partial/usr/share/doc" "$dest.partial/usr/share/man"
 rm -rf "$dest"
 mv "$dest.partial" "$dest"
 echo "gpu_deps: ${#pkgs[@]} packages unpacked into $dest ($(du -sh "$dest" | cut -f1))"
+# SAM3's source for gpu_check.sh step 6 (a transient copy in the ignored .gpu/, never committed).
+if [ -n "${SAM3_SRC:-}" ] && [ -d "$SAM3_SRC/sam3" ]; then
+  rm -rf "$root/.gpu/sam3_src"
+  mkdir -p "$root/.gpu/sam3_src"
+  cp -r "$SAM3_SRC/sam3" "$root/.gpu/sam3_src/"
+  echo "gpu_deps: SAM3 source staged in .gpu/sam3_src ($(du -sh "$root/.gpu/sam3_src" | cut -f1))"
+fi

@@ -478,13 +478,10 @@ def load_checkpoint_strict(model, path):
     """Loads sam3.pt into `model` requiring every key, no extra key and equal shapes; raises
     ExportError naming the first offending key (SAM3's own loader uses strict=False and only prints
     missing keys, which silently leaves random weights). Returns the sha256 of the file."""
-    import hashlib
+    from make_reference_teacher import sha256_file
     if not os.path.isfile(path):
         raise ExportError(f"checkpoint {path}: no such file")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    digest = sha256_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
@@ -518,7 +515,7 @@ def load_checkpoint_strict(model, path):
             raise ExportError(f"checkpoint {path}: key '{_unmap(k)}' has shape {list(v.shape)}, "
                               f"the model expects {list(expected[k].shape)}")
     model.load_state_dict(mapped, strict=True)
-    return h.hexdigest()
+    return digest
 
 
 def _unmap(key):

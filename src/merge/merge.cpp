@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -19,6 +20,9 @@
 #include "instinct/model/vit.h"
 #include "instinct/teacher/bundle.h"
 #include "instinct/teacher/phrases.h"
+#ifdef INSTINCT_WITH_TOKENIZER
+#include "instinct/text/tokenizer.h"
+#endif
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -301,6 +305,35 @@ MergeSummary merge_sam3(const Sam3MergeOptions& o) {
   return sum;
 }
 
+// Writes a copy of the bundle `info` describes (`j`: its bundle.json) into the new directory `output`
+// atomically: `fill(tmp_dir, j)` writes the module files and edits `j`; the tokenizer vocabulary of a
+// version-2 bundle is copied; bundle.json is written last and the directory renamed into place.
+static void write_bundle_dir(const teacher::BundleInfo& info, const std::string& output,
+                             const std::function<void(const fs::path&, json&)>& fill) {
+  const fs::path out(output);
+  std::error_code ec;
+  INSTINCT_CHECK(!fs::exists(out, ec), output, ": already exists; expected a new directory");
+  check_output_dir(output);
+  const fs::path tmp = out.string() + ".tmp." + std::to_string(::getpid());
+  fs::remove_all(tmp, ec);
+  try {
+    fs::create_directories(tmp);
+    std::ifstream in(fs::path(info.dir) / "bundle.json");
+    json j = json::parse(in);
+    fill(tmp, j);
+    if (!info.tokenizer.file.empty())
+      fs::copy_file(fs::path(info.dir) / info.tokenizer.file, tmp / info.tokenizer.file, fs::copy_options::overwrite_existing);
+    io::write_file_atomic((tmp / "bundle.json").string(), j.dump(2) + "\n");
+    fs::rename(tmp, out);
+  } catch (const fs::filesystem_error& e) {
+    fs::remove_all(tmp, ec);
+    fail(output, ": writing the bundle failed: ", e.what());
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
 std::vector<std::string> merge_bundle(const BundleMergeOptions& o) {
   INSTINCT_CHECK(!o.bundle.empty() && !o.trunk.empty() && (o.dry_run || !o.output.empty()),
                  "instinct-merge bundle needs --bundle, --trunk and --output");
@@ -321,17 +354,7 @@ std::vector<std::string> merge_bundle(const BundleMergeOptions& o) {
   for (const auto& [key, fe] : info.modules)
     if (key != "trunk" && !(key == "detector_neck" && !o.neck.empty())) lines.push_back(key + ": copied (" + fe.first + ")");
   if (o.dry_run) return lines;
-
-  const fs::path out(o.output);
-  std::error_code ec;
-  INSTINCT_CHECK(!fs::exists(out, ec), o.output, ": already exists; expected a new directory");
-  check_output_dir(o.output);
-  const fs::path tmp = out.string() + ".tmp." + std::to_string(::getpid());
-  fs::remove_all(tmp, ec);
-  try {
-    fs::create_directories(tmp);
-    std::ifstream in(fs::path(o.bundle) / "bundle.json");
-    json j = json::parse(in);
+  write_bundle_dir(info, o.output, [&](const fs::path& tmp, json& j) {
     for (const auto& [key, fe] : info.modules) {
       const fs::path dst = tmp / fe.first;
       if (key == "trunk") {
@@ -347,20 +370,10 @@ std::vector<std::string> merge_bundle(const BundleMergeOptions& o) {
       fs::copy_file(from, dst, fs::copy_options::overwrite_existing);
       j["modules"][key]["sha256"] = io::sha256_file(dst.string());
     }
-    if (!info.tokenizer.file.empty())
-      fs::copy_file(fs::path(o.bundle) / info.tokenizer.file, tmp / info.tokenizer.file, fs::copy_options::overwrite_existing);
     j["name"] = j.value("name", std::string("bundle")) + "+student";
     j["student"] = {{"trunk", file_entry(o.trunk)}, {"architecture", arch_str(cfg)}};
     if (!o.neck.empty()) j["student"]["detector_neck"] = file_entry(o.neck);
-    io::write_file_atomic((tmp / "bundle.json").string(), j.dump(2) + "\n");
-    fs::rename(tmp, out);
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, ec);
-    fail(o.output, ": writing the bundle failed: ", e.what());
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  });
   return lines;
 }
 
@@ -404,16 +417,7 @@ std::vector<std::string> rebuild_vocabulary(const VocabOptions& o) {
   const auto table = teacher::encode_phrases(bundle, phrases, c10::Device(c10::kCPU), "vocabulary " + o.vocab + ": phrase");
   lines.push_back("concept_bank: " + std::to_string(phrases.size()) + " phrases, " + std::to_string(table.from_bank) +
                   " from the current bank, " + std::to_string(table.from_encoder) + " encoded by the text encoder");
-  const fs::path out(o.output);
-  std::error_code ec;
-  INSTINCT_CHECK(!fs::exists(out, ec), o.output, ": already exists; expected a new directory");
-  check_output_dir(o.output);
-  const fs::path tmp = out.string() + ".tmp." + std::to_string(::getpid());
-  fs::remove_all(tmp, ec);
-  try {
-    fs::create_directories(tmp);
-    std::ifstream in(fs::path(o.bundle) / "bundle.json");
-    json j = json::parse(in);
+  write_bundle_dir(info, o.output, [&](const fs::path& tmp, json& j) {
     for (const auto& [key, fe] : info.modules) {
       const fs::path dst = tmp / fe.first;
       if (key == "concept_bank") teacher::save_concept_bank(bundle, table, dst.string());
@@ -421,20 +425,32 @@ std::vector<std::string> rebuild_vocabulary(const VocabOptions& o) {
       j["modules"][key]["sha256"] = io::sha256_file(dst.string());
       if (key != "concept_bank") lines.push_back(key + ": copied (" + fe.first + ")");
     }
-    if (!info.tokenizer.file.empty())
-      fs::copy_file(fs::path(o.bundle) / info.tokenizer.file, tmp / info.tokenizer.file, fs::copy_options::overwrite_existing);
     j["concepts"] = phrases;
     j["vocabulary"] = file_entry(o.vocab);
-    io::write_file_atomic((tmp / "bundle.json").string(), j.dump(2) + "\n");
-    fs::rename(tmp, out);
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, ec);
-    fail(o.output, ": writing the bundle failed: ", e.what());
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  });
   return lines;
+}
+
+std::vector<std::string> tokenize_phrases(const std::string& bundle, const std::string& vocab_file, int context,
+                                          const std::vector<std::string>& phrases) {
+  INSTINCT_CHECK(bundle.empty() != vocab_file.empty(), "instinct-merge tokenize needs exactly one of --bundle and --vocab-file");
+  std::string vocab = vocab_file;
+  if (!bundle.empty()) {
+    const auto info = teacher::read_bundle_info(bundle);
+    INSTINCT_CHECK(!info.tokenizer.file.empty(), bundle, ": bundle.json names no tokenizer (a version-2 SAM3 export has one)");
+    vocab = (fs::path(bundle) / info.tokenizer.file).string();
+    if (context == 0) context = info.tokenizer.context_length;
+  }
+  if (context == 0) context = 32;
+  INSTINCT_CHECK(context > 0, "--context must be positive, got ", context);
+  std::vector<std::string> out;
+#ifdef INSTINCT_WITH_TOKENIZER
+  const auto tok = text::ClipTokenizer::load(vocab);
+  for (const auto& p : phrases) out.push_back(json{{"text", p}, {"ids", tok.tokenize(p, context)}}.dump());
+#else
+  fail("this build has no tokenizer (configured with INSTINCT_WITH_TOKENIZER=OFF)");
+#endif
+  return out;
 }
 
 void convert_trunk(const std::string& input, const std::string& output, const std::string& format) {

@@ -21,6 +21,8 @@ Examples:
   instinct-merge bundle --bundle sam3_bundle --trunk runs/c/trunk.pt --neck runs/c/detector_neck.pt --output student_bundle
   # the concept bank for your own phrases (SAM3 exports carry the text encoder that encodes them)
   instinct-merge vocab --bundle sam3_bundle --vocab my_phrases.txt --output sam3_bundle_mine
+  # SAM3's token ids for phrases, as the bundle's text encoder gets them
+  instinct-merge tokenize --bundle sam3_bundle "traffic light" "a red fire truck"
   # trunk formats
   instinct-merge convert --input trunk.pt --output trunk.safetensors --format safetensors
   instinct-merge inspect sam3.pt --summary
@@ -61,6 +63,16 @@ int main(int argc, char** argv) {
   vocab->add_option("--output,-o", vo.output, "new bundle directory");
   vocab->add_flag("--dry-run", vo.dry_run, "print the plan, write nothing");
 
+  std::string tbundle, tvocab;
+  int tcontext = 0;
+  std::vector<std::string> tphrases;
+  auto* tokenize = app.add_subcommand("tokenize", "SAM3's token ids of phrases (the C++ CLIP BPE tokenizer), one JSON "
+                                                  "line per phrase: {\"text\", \"ids\"}");
+  tokenize->add_option("--bundle", tbundle, "bundle whose tokenizer vocabulary (and prompt_length) to use");
+  tokenize->add_option("--vocab-file", tvocab, "CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz) instead of --bundle");
+  tokenize->add_option("--context", tcontext, "ids per phrase (default: the bundle's prompt_length, else 32)");
+  tokenize->add_option("phrases", tphrases, "phrases (UTF-8)")->required();
+
   std::string cin, cout_, cfmt;
   auto* convert = app.add_subcommand("convert", "convert a trunk file between formats (tensors unchanged)");
   convert->add_option("--input,-i", cin, "trunk file (InstinctSAM, checkpoint, bare dict, .safetensors)")->required();
@@ -95,6 +107,8 @@ int main(int argc, char** argv) {
       std::cout << (vo.dry_run ? "plan (dry run, nothing written): " : "bundle: ") << vo.bundle
                 << (vo.dry_run ? "" : " -> " + vo.output) << "\n";
       for (const auto& l : lines) std::cout << "  " << l << "\n";
+    } else if (*tokenize) {
+      for (const auto& l : instinct::merge::tokenize_phrases(tbundle, tvocab, tcontext, tphrases)) std::cout << l << "\n";
     } else if (*convert) {
       instinct::merge::convert_trunk(cin, cout_, cfmt);
       std::cout << "converted: " << cin << " -> " << cout_ << " (" << cfmt << ")\n";

@@ -132,6 +132,25 @@ assert err < 1e-5, err
 print(f"C++ tokenizer + exported text encoder = SAM3's forward_text on 5 phrases (max rel error {err:.1e})")
 PYEOF
 
+# instinct-merge tokenize (the C++ tokenizer) gives SAM3's own token ids.
+"$MERGE" tokenize --bundle "$B" "traffic light" "Don't STOP!!" "café crème" "12 eggs" "&amp; a  b" \
+  "$(printf 'word %.0s' $(seq 40))" > "$WORK/tok.jsonl" || fail "instinct-merge tokenize"
+"$PY" - "$WORK/tok.jsonl" "$SAM3_SRC" "$INSTINCT_SOURCE_DIR/scripts" <<'PYEOF'
+import json, sys
+sys.path.insert(0, sys.argv[3])
+import sam3_support as S
+S.import_sam3(sys.argv[2])
+import os, sam3
+from sam3.model.tokenizer_ve import SimpleTokenizer
+tok = SimpleTokenizer(bpe_path=os.path.join(os.path.dirname(sam3.__file__), "assets", "bpe_simple_vocab_16e6.txt.gz"))
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 6
+for r in rows:
+    want = tok([r["text"]], context_length=32)[0].tolist()
+    assert r["ids"] == want, (r["text"], r["ids"], want)
+print("instinct-merge tokenize = SAM3's tokenizer on", len(rows), "phrases")
+PYEOF
+
 # Strict checkpoint loading (fast: fails before tracing; the complete one is loaded without a trace).
 "$PY" - "$WORK" "$SAM3_SRC" "$INSTINCT_SOURCE_DIR/scripts" <<'PYEOF'
 import sys, torch

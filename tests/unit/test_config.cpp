@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "instinct/config/config.h"
+#include "instinct/merge/merge.h"
 #include "instinct/distill/concept.h"
 #include "instinct/distill/stage_a.h"
 #include "instinct/eval/evaluate.h"
@@ -75,6 +76,14 @@ TEST(Config, EveryShippedConfigParses) {
   int n = 0;
   for (const auto& e : std::filesystem::directory_iterator(root)) {
     const auto name = e.path().filename().string();
+    if (e.is_directory() && name == "vocab") {  // vocabularies for the concept bank (scripts/export_sam3.py --vocab)
+      for (const auto& v : std::filesystem::directory_iterator(e.path())) {
+        std::vector<std::string> phrases;
+        EXPECT_NO_THROW(phrases = merge::read_vocabulary(v.path().string())) << v.path();
+        if (v.path().filename() == "coco80.txt") EXPECT_EQ(phrases.size(), 80u);
+      }
+      continue;
+    }
     if (name.rfind("stageA", 0) == 0) {
       distill::StageAConfig c;
       EXPECT_NO_THROW(config::load(e.path().string(), {}, c)) << name;

@@ -82,6 +82,12 @@ struct VocabOptions {
 /// description line per phrase source and module.
 std::vector<std::string> rebuild_vocabulary(const VocabOptions& opts);
 
+/// `instinct-merge tokenize`: one JSON line {"text": phrase, "ids": [...]} per phrase, the ids SAM3's
+/// text encoder gets (text::ClipTokenizer::tokenize). The vocabulary comes from `bundle`'s tokenizer
+/// entry or `vocab_file`; context 0 = the bundle's prompt_length, else 32.
+std::vector<std::string> tokenize_phrases(const std::string& bundle, const std::string& vocab_file, int context,
+                                          const std::vector<std::string>& phrases);
+
 /// Reads a vocabulary file: one phrase per line, surrounding whitespace stripped, blank lines and
 /// '#' comments skipped. Throws naming the file (and line) when it is missing, empty or repeats a phrase.
 std::vector<std::string> read_vocabulary(const std::string& path);
