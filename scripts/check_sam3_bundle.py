@@ -113,6 +113,12 @@ def check(args):
         raise S.ExportError(f"{args.bundle} was exported from {prov.get('checkpoint')}: pass it with --checkpoint")
     log(f"building SAM3 ({size}) with the bundle's weights")
     model, binfo = S.build_image_model(args.sam3_src, args.timm_src, size, "cpu", seed if seed is not None else 0)
+    timm_then = any(x.startswith("timm ") for x in prov.get("shims", []))
+    timm_now = any(x.startswith("timm ") for x in binfo["shims"])
+    if seed is not None and timm_then != timm_now:
+        raise S.ExportError(f"{args.bundle} was exported {'with' if timm_then else 'without'} the timm stand-in and this "
+                            f"check runs {'with' if timm_now else 'without'} it: random weights would differ (use the "
+                            "same timm: --timm-src / INSTINCT_TIMM_SRC)")
     if args.checkpoint:
         sha = S.load_checkpoint_strict(model, args.checkpoint)
         if prov.get("checkpoint_sha256") and sha != prov["checkpoint_sha256"]:

@@ -173,9 +173,12 @@ def _transforms_v2_standin():
 
 
 def apply_shims(timm_src=None):
-    """Makes `import sam3` and SAM3's image inference work on this interpreter. Returns the list
+    """Makes `import sam3` and SAM3's image inference work on this interpreter. `timm_src` (default
+    $INSTINCT_TIMM_SRC) is a directory holding timm's source, used when timm is not installed: random
+    weights depend on which timm builds them, so every caller must see the same one. Returns the list
     of shims applied."""
     applied = []
+    timm_src = timm_src or os.environ.get("INSTINCT_TIMM_SRC")  # the same timm as every other caller
 
     def missing(name):
         if name in sys.modules:

@@ -136,7 +136,11 @@ int run_concept(const ConceptConfig& cfg_in) {
   const teacher::TeacherBundle& student_neck = sneck ? *sneck : teacher;
 
   // Vocabulary: names -> prompt tokens for the teacher and for the student (rows = vocabulary ids).
-  std::vector<std::string> vocab = cfg.concepts.vocabulary.empty() ? tinfo.concepts : cfg.concepts.vocabulary;
+  std::vector<std::string> vocab = cfg.concepts.vocabulary;
+  if (!cfg.concepts.vocabulary_file.empty())
+    for (auto& p : teacher::read_vocabulary(cfg.concepts.vocabulary_file))
+      if (std::find(vocab.begin(), vocab.end(), p) == vocab.end()) vocab.push_back(std::move(p));
+  if (vocab.empty()) vocab = tinfo.concepts;
   INSTINCT_CHECK(!vocab.empty(), "concepts.vocabulary is empty and the teacher bundle lists no concepts");
   const auto t_phr = teacher::encode_phrases(teacher, vocab, run.device, "concepts.vocabulary: concept");
   const auto s_phr = sbank ? teacher::encode_phrases(student_bank, vocab, run.device,

@@ -377,29 +377,12 @@ std::vector<std::string> merge_bundle(const BundleMergeOptions& o) {
   return lines;
 }
 
-std::vector<std::string> read_vocabulary(const std::string& path) {
-  std::ifstream in(path);
-  INSTINCT_CHECK(in.is_open(), "vocabulary ", path, ": cannot open it");
-  std::vector<std::string> out;
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    const auto b = line.find_first_not_of(" \t\r\n"), e = line.find_last_not_of(" \t\r\n");
-    if (b == std::string::npos || line[b] == '#') continue;
-    std::string p = line.substr(b, e - b + 1);
-    INSTINCT_CHECK(std::find(out.begin(), out.end(), p) == out.end(), "vocabulary ", path, ":", n, ": phrase '", p,
-                   "' is listed twice");
-    out.push_back(std::move(p));
-  }
-  INSTINCT_CHECK(!out.empty(), "vocabulary ", path, ": no phrases (one per line)");
-  return out;
-}
-
 std::vector<std::string> rebuild_vocabulary(const VocabOptions& o) {
   INSTINCT_CHECK(!o.bundle.empty() && !o.vocab.empty() && (o.dry_run || !o.output.empty()),
                  "instinct-merge vocab needs --bundle, --vocab and --output");
   const teacher::BundleInfo info = teacher::read_bundle_info(o.bundle);
   INSTINCT_CHECK(info.modules.count("concept_bank"), o.bundle, ": bundle.json lists no concept_bank to rebuild");
-  const auto phrases = read_vocabulary(o.vocab);
+  const auto phrases = teacher::read_vocabulary(o.vocab);
   teacher::BundleLoadOptions lo;
   lo.modules = teacher::phrase_modules(info);
   const auto bundle = teacher::TeacherBundle::load(o.bundle, lo);

@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "instinct/common/error.h"
 #include "instinct/io/sha256.h"
@@ -11,6 +13,23 @@
 #endif
 
 namespace instinct::teacher {
+
+std::vector<std::string> read_vocabulary(const std::string& path) {
+  std::ifstream in(path);
+  INSTINCT_CHECK(in.is_open(), "vocabulary ", path, ": cannot open it");
+  std::vector<std::string> out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const auto b = line.find_first_not_of(" \t\r\n"), e = line.find_last_not_of(" \t\r\n");
+    if (b == std::string::npos || line[b] == '#') continue;
+    std::string p = line.substr(b, e - b + 1);
+    INSTINCT_CHECK(std::find(out.begin(), out.end(), p) == out.end(), "vocabulary ", path, ":", n, ": phrase '", p,
+                   "' is listed twice");
+    out.push_back(std::move(p));
+  }
+  INSTINCT_CHECK(!out.empty(), "vocabulary ", path, ": no phrases (one per line)");
+  return out;
+}
 
 std::vector<std::string> phrase_modules(const BundleInfo& info) {
   std::vector<std::string> out;

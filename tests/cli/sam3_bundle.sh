@@ -70,8 +70,10 @@ make_images "$WORK/imgs" 12
   run_dir="$WORK/stageA" > "$WORK/stageA.log" 2>&1 || { cat "$WORK/stageA.log"; fail "stageA on the SAM3 export"; }
 [ -f "$WORK/stageA/trunk.pt" ] || fail "stageA wrote no trunk.pt"
 # The vocabulary mixes bank phrases and one the bank lacks (encoded by the exported text encoder).
+printf 'truck\n# a file adds phrases\nred pickup truck\ndog\n' > "$WORK/concept_vocab.txt"
 "$TRAIN" concept teacher.bundle="$B" data.root="$WORK/imgs" "${TINY[@]}" batch_size=2 data.eval_images=2 \
-  init.from=instinct init.path="$WORK/stageA/trunk.pt" "concepts.vocabulary=[person, truck, red pickup truck, dog]" \
+  init.from=instinct init.path="$WORK/stageA/trunk.pt" "concepts.vocabulary=[person, truck]" \
+  concepts.vocabulary_file="$WORK/concept_vocab.txt" \
   optim.max_steps=2 log.every=1 eval.every=2 \
   run_dir="$WORK/concept" > "$WORK/concept.log" 2>&1 || { cat "$WORK/concept.log"; fail "concept on the SAM3 export"; }
 grep -q "3 concepts from the concept bank, 1 encoded by the teacher's text encoder" "$WORK/concept.log" \

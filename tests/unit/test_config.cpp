@@ -3,7 +3,7 @@
 #include <fstream>
 
 #include "instinct/config/config.h"
-#include "instinct/merge/merge.h"
+#include "instinct/teacher/phrases.h"
 #include "instinct/distill/concept.h"
 #include "instinct/distill/stage_a.h"
 #include "instinct/eval/evaluate.h"
@@ -79,7 +79,7 @@ TEST(Config, EveryShippedConfigParses) {
     if (e.is_directory() && name == "vocab") {  // vocabularies for the concept bank (scripts/export_sam3.py --vocab)
       for (const auto& v : std::filesystem::directory_iterator(e.path())) {
         std::vector<std::string> phrases;
-        EXPECT_NO_THROW(phrases = merge::read_vocabulary(v.path().string())) << v.path();
+        EXPECT_NO_THROW(phrases = teacher::read_vocabulary(v.path().string())) << v.path();
         if (v.path().filename() == "coco80.txt") EXPECT_EQ(phrases.size(), 80u);
       }
       continue;

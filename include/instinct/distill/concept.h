@@ -17,7 +17,8 @@ namespace instinct::distill {
 
 /// Which concepts each image is prompted with.
 struct ConceptSamplingConfig {
-  std::vector<std::string> vocabulary;  ///< concept names; empty = every concept of the teacher's bank
+  std::vector<std::string> vocabulary;  ///< concept phrases (bank names, or any phrase with a text encoder); empty = the teacher's bank
+  std::string vocabulary_file;          ///< phrases one per line ('#' comments), appended to `vocabulary`
   int scan = 0;                         ///< concepts the teacher scores per image (random subset); 0 = whole vocabulary
   double positive_threshold = 0.5;      ///< a concept is present when the teacher's best sigmoid(logit) x sigmoid(presence) >= this
   int positives = 2;                    ///< at most this many present concepts per image
@@ -25,7 +26,8 @@ struct ConceptSamplingConfig {
   int min_negatives = 1;                ///< absent concepts per image even without positives
   template <class V>
   void visit(V& v) {
-    v("vocabulary", vocabulary, "concept names; empty = the whole teacher concept bank");
+    v("vocabulary", vocabulary, "concept phrases: bank names, or any phrase when the bundle has a text encoder; empty = the whole teacher concept bank");
+    v("vocabulary_file", vocabulary_file, "file of phrases, one per line ('#' comments), appended to vocabulary");
     v("scan", scan, "concepts scored by the teacher per image (random subset); 0 = whole vocabulary");
     v("positive_threshold", positive_threshold, "present when the teacher's top query score >= this");
     v("positives", positives, "max present concepts prompted per image");

@@ -88,10 +88,6 @@ std::vector<std::string> rebuild_vocabulary(const VocabOptions& opts);
 std::vector<std::string> tokenize_phrases(const std::string& bundle, const std::string& vocab_file, int context,
                                           const std::vector<std::string>& phrases);
 
-/// Reads a vocabulary file: one phrase per line, surrounding whitespace stripped, blank lines and
-/// '#' comments skipped. Throws naming the file (and line) when it is missing, empty or repeats a phrase.
-std::vector<std::string> read_vocabulary(const std::string& path);
-
 /// Writes the student bundle: module files other than trunk (and detector_neck when replaced) copied
 /// byte for byte, the student trunk as trunk.pt (InstinctSAM format), bundle.json with the new
 /// hashes. The directory appears complete or not at all. Returns a description line per module.

@@ -25,6 +25,10 @@ struct PhraseTable {
   int64_t from_encoder = 0;          ///< rows computed by the text encoder
 };
 
+/// Reads a vocabulary file: one phrase per line, surrounding whitespace stripped, blank lines and
+/// '#' comments skipped. Throws naming the file (and line) when it is missing, empty or repeats a phrase.
+std::vector<std::string> read_vocabulary(const std::string& path);
+
 /// The bundle modules encode_phrases() can use that `info` lists (concept_bank, text_encoder): add
 /// them to BundleLoadOptions::modules.
 std::vector<std::string> phrase_modules(const BundleInfo& info);
