@@ -111,16 +111,16 @@ int run_concept(const ConceptConfig& cfg_in) {
   bo.modules = {"trunk", "detector_neck", "grounding"};
   for (const auto& m : phrase_mods(cfg.teacher.bundle)) bo.modules.push_back(m);
   bo.verify_hashes = cfg.teacher.verify_hashes;
+  bo.device = run.device;  // load (and shape-check) where it runs: traced constants follow the load device
   auto teacher = teacher::TeacherBundle::load(cfg.teacher.bundle, bo);
-  teacher.to(run.device);
   const auto& tinfo = teacher.info();
   std::unique_ptr<teacher::TeacherBundle> sbank;
   if (!cfg.student_concepts.empty()) {
     teacher::BundleLoadOptions so;
     so.modules = phrase_mods(cfg.student_concepts);
     so.verify_hashes = cfg.teacher.verify_hashes;
+    so.device = run.device;
     sbank = std::make_unique<teacher::TeacherBundle>(teacher::TeacherBundle::load(cfg.student_concepts, so));
-    sbank->to(run.device);
   }
   const teacher::TeacherBundle& student_bank = sbank ? *sbank : teacher;
   // The student's detector neck: the teacher's (frozen) or, with train_neck, a trainable copy.
@@ -129,8 +129,8 @@ int run_concept(const ConceptConfig& cfg_in) {
     teacher::BundleLoadOptions no;
     no.modules = {"detector_neck"};
     no.verify_hashes = cfg.teacher.verify_hashes;
+    no.device = run.device;
     sneck = std::make_unique<teacher::TeacherBundle>(teacher::TeacherBundle::load(cfg.teacher.bundle, no));
-    sneck->to(run.device);
     for (auto& [name, p] : sneck->named_parameters("detector_neck")) p.requires_grad_(true);
   }
   const teacher::TeacherBundle& student_neck = sneck ? *sneck : teacher;

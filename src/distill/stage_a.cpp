@@ -213,9 +213,9 @@ int run_stage_a(const StageAConfig& cfg_in) {
   teacher::BundleLoadOptions bopts;
   bopts.modules = {"trunk"};
   bopts.verify_hashes = cfg.teacher.verify_hashes;
+  bopts.device = run.device;  // load (and shape-check) where it runs: traced constants follow the load device
   auto teacher = teacher::TeacherBundle::load(cfg.teacher.bundle, bopts);
   const auto& tinfo = teacher.info();
-  teacher.to(run.device);
   resolve_student_shape(cfg.student, tinfo);
 
   data::PreprocessConfig pre;

@@ -297,6 +297,7 @@ BundleInfo read_bundle_info(const std::string& dir) {
 
 struct TeacherBundle::Impl {
   BundleInfo info;
+  c10::Device device = c10::Device(c10::kCPU);  // where the TorchScript modules were loaded
   std::map<std::string, std::shared_ptr<torch::jit::Module>> mods;
   mutable model::StudentTrunk student{nullptr};  // the trunk when bundle.json marks it "instinct-trunk"
 
@@ -366,6 +367,7 @@ struct TeacherBundle::Impl {
 TeacherBundle TeacherBundle::load(const std::string& dir, const BundleLoadOptions& opts) {
   auto impl = std::make_shared<Impl>();
   impl->info = read_bundle_info(dir);
+  impl->device = opts.device;
   const auto& keys = bundle_module_keys();
   for (const auto& key : opts.modules) {
     INSTINCT_CHECK(std::find(keys.begin(), keys.end(), key) != keys.end(), "teacher bundle ", dir,
@@ -412,7 +414,23 @@ const BundleInfo& TeacherBundle::info() const { return impl_->info; }
 bool TeacherBundle::has(const std::string& key) const { return impl_->loaded(key); }
 
 void TeacherBundle::to(const at::Device& device) {
-  for (auto& kv : impl_->mods) kv.second->to(device);
+  if (impl_->student) impl_->student->to(device);
+  if (device == impl_->device) return;
+  // Tensor constants captured at trace time (e.g. SAM3's decoder coordinate cache) follow the device
+  // a TorchScript file is loaded onto, not Module::to(): re-load each module onto `device`.
+  for (auto& kv : impl_->mods) {
+    auto m = std::make_shared<torch::jit::Module>();
+    try {
+      *m = torch::jit::load(impl_->info.module_path(kv.first), device);
+    } catch (const std::exception& e) {
+      fail("teacher bundle ", impl_->info.dir, ": cannot load TorchScript file ", impl_->info.module_path(kv.first),
+           " onto ", device.str(), ": ", brief(e));
+    }
+    m->eval();
+    for (at::Tensor p : m->parameters()) p.requires_grad_(false);
+    kv.second = std::move(m);
+  }
+  impl_->device = device;
 }
 
 int64_t TeacherBundle::num_parameters(const std::string& key) const {

@@ -116,7 +116,10 @@ class TeacherBundle {
   /// does not have is an error naming it.
   void save_module(const std::string& key, const std::string& path,
                    const std::vector<std::pair<std::string, at::Tensor>>& replace = {}) const;
-  /// Moves every loaded module to `device` (inputs must then live there too).
+  /// Moves every loaded module to `device` (inputs must then live there too). TorchScript modules are
+  /// re-loaded from their files onto `device` (constants captured at trace time, such as SAM3's
+  /// decoder caches, only follow the load device), so parameter handles taken earlier are stale and
+  /// in-memory changes are dropped: prefer BundleLoadOptions::device.
   void to(const at::Device& device);
 
   /// pixels (B,3,S,S) float, normalised -> feats (B,C,G,G), raw residual stream.
