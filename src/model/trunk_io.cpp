@@ -91,7 +91,8 @@ torch::Tensor resample_pos_embed(const torch::Tensor& pos, int g1, int extra) {
       grid, torch::nn::functional::InterpolateFuncOptions()
                 .size(std::vector<int64_t>{g1, g1})
                 .mode(torch::kBicubic)
-                .align_corners(false));
+                .align_corners(false)
+                .antialias(true));  // as timm's resample_abs_pos_embed (its pretrained loading at another size)
   grid = grid.permute({0, 2, 3, 1}).reshape({1, int64_t(g1) * g1, C}).to(pos.dtype());
   return torch::cat({pos.narrow(1, 0, extra), grid}, 1);
 }

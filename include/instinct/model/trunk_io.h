@@ -39,8 +39,9 @@ void load_trunk_file(StudentTrunkImpl& trunk, const std::string& path);
 
 /// Initialises the ViT part from ImageNet timm weights (.safetensors or a torch.save dict; an
 /// optional "model"/"state_dict" wrapper and a `module.` prefix are accepted). The classifier
-/// (`head.*`, `fc_norm.*`) is ignored; pos_embed is resampled bicubically (align_corners=false) from
-/// its square grid to the student grid; the adapter head keeps its initialisation. Every other ViT
+/// (`head.*`, `fc_norm.*`) is ignored; pos_embed is resampled bicubic with antialias (timm's
+/// resample_abs_pos_embed, used by its pretrained loading at another img_size) from its square grid
+/// to the student grid; the adapter head keeps its initialisation. Every other ViT
 /// key must be present with the right shape.
 void load_timm_vit(StudentTrunkImpl& trunk, const std::string& path);
 
