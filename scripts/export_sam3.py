@@ -347,12 +347,10 @@ def export(args):
     report = {"modules": {}, "batch_sizes": BS, "trace_batch": max(BS), "device": str(device)}
     try:
         with torch.no_grad():
-            feats = {b: ref_feats[b] for b in BS}
-            fpn = {b: eager_neck(model, feats[b]) for b in BS}
-            inter = {b: eager_interactive(model, feats[b]) for b in BS}
+            fpn = {b: eager_neck(model, ref_feats[b]) for b in BS}
+            inter = {b: eager_interactive(model, ref_feats[b]) for b in BS}
             sample = [phrases[i % len(phrases)] for i in range(max(BS))]
             text_b = {b: eager_text(model, sample[:b], device) for b in BS}
-            from sam3.model.tokenizer_ve import SimpleTokenizer  # noqa: F401
             tok = model.backbone.language_backbone.tokenizer
             ids_b = {b: tok(sample[:b], context_length=PROMPT_LENGTH).to(device) for b in BS}
             pts = {b: torch.stack([torch.rand(b, 3, generator=gen) * S_px,
@@ -361,10 +359,10 @@ def export(args):
 
         modules = [
             ("trunk", Trunk(trunk), lambda b: (pixels[b],), lambda b: ref_feats[b]),
-            ("detector_neck", DetectorNeck(model.backbone.vision_backbone), lambda b: (feats[b],),
+            ("detector_neck", DetectorNeck(model.backbone.vision_backbone), lambda b: (ref_feats[b],),
              lambda b: fpn[b]),
             ("interactive_neck", InteractiveNeck(model.backbone.vision_backbone, tracker),
-             lambda b: (feats[b],), lambda b: inter[b]),
+             lambda b: (ref_feats[b],), lambda b: inter[b]),
             ("grounding", Grounding(model), lambda b: (*fpn[b], *text_b[b]),
              lambda b: eager_grounding(model, fpn[b], *text_b[b])),
             ("sam_head", SamHead(tracker), lambda b: (*inter[b], pts[b], lbl[b]),

@@ -160,7 +160,8 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
 
   teacher::BundleLoadOptions bo;
   bo.modules = {"trunk", "detector_neck", "interactive_neck", "grounding", "sam_head"};
-  if (has("concept") || cfg.protocol.cgf1) {
+  const bool need_phrases = has("concept") || cfg.protocol.cgf1;
+  if (need_phrases) {
     auto pm = teacher::phrase_modules(teacher::read_bundle_info(cfg.teacher));
     if (pm.empty()) pm = {"concept_bank"};  // load() then names what is missing
     bo.modules.insert(bo.modules.end(), pm.begin(), pm.end());
@@ -181,7 +182,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
   std::map<int, int64_t> concept_of;
   std::vector<int> bank_categories;
   std::vector<std::string> names;
-  if (has("concept") || cfg.protocol.cgf1)
+  if (need_phrases)
     for (int cid : ds.category_ids())
       if (teacher::can_encode(*bundle, ds.category_name(cid))) {
         concept_of[cid] = int64_t(names.size());
@@ -280,9 +281,8 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
           sp.kept = kind != "concept" || (pr.concept >= 0 && kept[p].item<bool>());
           sp.mask = sp.kept ? to_rle(logits[p], pr.g) : rle_empty(pr.img->height, pr.img->width);
           if (sp.kept && boxes.defined()) {  // cxcywh over the network input -> xyxy original pixels
-            const auto b = boxes[p];
-            const double cx = b[0].item<double>() * pr.g.S, cy = b[1].item<double>() * pr.g.S;
-            const double bw = b[2].item<double>() * pr.g.S, bh = b[3].item<double>() * pr.g.S;
+            const auto b = boxes.accessor<float, 2>()[p];
+            const double cx = b[0] * pr.g.S, cy = b[1] * pr.g.S, bw = b[2] * pr.g.S, bh = b[3] * pr.g.S;
             sp.has_box = true;
             sp.box = {(cx - bw / 2) / pr.g.sx(), (cy - bh / 2) / pr.g.sy(), (cx + bw / 2) / pr.g.sx(),
                       (cy + bh / 2) / pr.g.sy()};
