@@ -51,12 +51,15 @@ CgF1Result cgf1(const std::vector<CgF1Pair>& pairs) {
       fn[k] += double(p.gt - n);
     }
   }
+  // As SAM3's CGF1Eval.accumulate computes them, its division guards included (they move the values
+  // by ~1e-4 relative, so they are kept for parity): P = TP/(TP+FP+1e-4), R = TP/(TP+FN+1e-4),
+  // pmF1 = 2PR/(P+R+1e-4), IL_MCC = (TP TN - FP FN)/(sqrt(product of the marginals) + 1e-6).
   const double den = double(r.il_tp + r.il_fp) * double(r.il_tp + r.il_fn) * double(r.il_tn + r.il_fp) *
                      double(r.il_tn + r.il_fn);
-  r.il_mcc = den > 0 ? (double(r.il_tp) * double(r.il_tn) - double(r.il_fp) * double(r.il_fn)) / std::sqrt(den) : 0.0;
+  r.il_mcc = (double(r.il_tp) * double(r.il_tn) - double(r.il_fp) * double(r.il_fn)) / (std::sqrt(den) + 1e-6);
   for (size_t k = 0; k < th.size(); ++k) {
-    const double d = 2 * tp[k] + fp[k] + fn[k];
-    r.pmf1_t[k] = d > 0 ? 2 * tp[k] / d : 0.0;
+    const double prec = tp[k] / (tp[k] + fp[k] + 1e-4), rec = tp[k] / (tp[k] + fn[k] + 1e-4);
+    r.pmf1_t[k] = 2 * prec * rec / (prec + rec + 1e-4);
     r.pmf1 += r.pmf1_t[k] / double(th.size());
     r.cgf1 += r.pmf1_t[k] * r.il_mcc / double(th.size());
   }

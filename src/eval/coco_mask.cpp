@@ -164,7 +164,7 @@ std::array<double, 4> rle_to_bbox(const Rle& rle) {
     ys = std::min(ys, y);
     ye = std::max(ye, y);
   }
-  return {double(xs), double(ys), double(xe) - xs + 1, double(ye) - ys + 1};
+  return {double(xs), double(ys), double(xe - xs + 1), double(ye - ys + 1)};  // uint32 too: may wrap to 0
 }
 
 // No FMA contraction: ys + s*t must round exactly like pycocotools' (non-fused) build.

@@ -12,6 +12,7 @@
 #include "instinct/common/progress.h"
 #include "instinct/data/loader.h"
 #include "instinct/eval/overlay.h"
+#include "instinct/eval/postprocess.h"
 #include "instinct/eval/predictions.h"
 #include "instinct/eval/prompt_model.h"
 #include "instinct/teacher/phrases.h"
@@ -40,34 +41,19 @@ class SelectedImages : public data::Dataset {
   std::string root_;
 };
 
-// How an original image maps onto the network input: content (ch, cw) at the top-left of S x S.
-struct Geometry {
-  int h, w, ch, cw, S;
-  bool pad;
-  double sx() const { return double(cw) / w; }
-  double sy() const { return double(ch) / h; }
-};
+// How an original image maps onto the network input (postprocess.h).
+using Geometry = InputGeometry;
 
 Geometry geometry_of(const CocoImageRecord& r, const data::PreprocessConfig& pre) {
   auto [ch, cw] = data::resized_size(r.height, r.width, pre);
   return {r.height, r.width, ch, cw, pre.image_size, pre.resize == "longest_pad"};
 }
 
-at::Tensor upsample(const at::Tensor& x, int h, int w) {
-  namespace F = torch::nn::functional;
-  return F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
+// Mask logits over the network input -> RLE at the original size: concept masks with SAM3's rule
+// (sigmoid > 0.5), box / point masks with SAM's (logit > 0).
+Rle to_rle(const at::Tensor& logits, const Geometry& g, const std::string& kind) {
+  return mask_logits_to_rle(logits, g, kind == "concept" ? MaskRule::sigmoid_half : MaskRule::logit_positive);
 }
-
-// Mask logits (M,M) over the network input -> RLE at the original size, thresholded at 0. Squash:
-// one bilinear upsampling to (h, w). longest_pad (SAM's postprocessing): upsample to S x S, crop the
-// content, upsample to (h, w).
-Rle to_rle(const at::Tensor& logits, const Geometry& g) {
-  auto x = logits.to(torch::kFloat).unsqueeze(0).unsqueeze(0);
-  if (g.pad) x = upsample(x, g.S, g.S).narrow(2, 0, g.ch).narrow(3, 0, g.cw);
-  auto m = (upsample(x, g.h, g.w).squeeze(0).squeeze(0) > 0).to(torch::kUInt8).contiguous().cpu();
-  return rle_encode(m.data_ptr<uint8_t>(), g.h, g.w);
-}
-
 
 // Overlay panels of the first K images, written once an image's panels are complete.
 class Overlays {
@@ -279,13 +265,11 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
           ScoredPrediction sp;
           sp.score = score[p].item<double>();
           sp.kept = kind != "concept" || (pr.concept >= 0 && kept[p].item<bool>());
-          sp.mask = sp.kept ? to_rle(logits[p], pr.g) : rle_empty(pr.img->height, pr.img->width);
+          sp.mask = sp.kept ? to_rle(logits[p], pr.g, kind) : rle_empty(pr.img->height, pr.img->width);
           if (sp.kept && boxes.defined()) {  // cxcywh over the network input -> xyxy original pixels
             const auto b = boxes.accessor<float, 2>()[p];
-            const double cx = b[0] * pr.g.S, cy = b[1] * pr.g.S, bw = b[2] * pr.g.S, bh = b[3] * pr.g.S;
             sp.has_box = true;
-            sp.box = {(cx - bw / 2) / pr.g.sx(), (cy - bh / 2) / pr.g.sy(), (cx + bw / 2) / pr.g.sx(),
-                      (cy + bh / 2) / pr.g.sy()};
+            sp.box = box_to_original_xyxy({b[0], b[1], b[2], b[3]}, pr.g);
           }
           const double iou = rb.add(m.name(), *pr.img, pr.target, kind, sp);
           overlays.add(pr.sel, m.name(), *pr.img, pr.target, kind, sp.mask, sp.score, iou);
@@ -328,7 +312,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
           std::vector<Rle> dt;
           if (pa.concept >= 0 && score.defined())
             for (int64_t q = 0; q < score.size(1); ++q)
-              if (score[k][q].item<double>() >= cfg.protocol.concept_threshold) dt.push_back(to_rle(logits[k][q], pa.g));
+              if (score[k][q].item<double>() >= cfg.protocol.concept_threshold) dt.push_back(to_rle(logits[k][q], pa.g, "concept"));
           rb.add_cgf1(m.name(), *pa.img, pa.category, dt);
         }
         t_post += secs(tp, now());

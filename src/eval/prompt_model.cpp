@@ -6,6 +6,7 @@
 #include <set>
 
 #include "instinct/common/error.h"
+#include "instinct/eval/postprocess.h"
 #include "instinct/model/trunk_io.h"
 
 namespace instinct::eval {
@@ -127,7 +128,7 @@ ConceptInstances PromptModel::concept_instances(const ImageFeatures& f, const at
                                                 const at::Tensor& pad) const {
   auto g = bundle_->grounding(f.fpn0.index_select(0, idx), f.fpn1.index_select(0, idx), f.fpn2.index_select(0, idx),
                               text, pad);
-  return {g.masks, torch::sigmoid(g.logits.squeeze(-1)) * torch::sigmoid(g.presence), g.boxes};
+  return {g.masks, concept_scores(g.logits, g.presence), g.boxes};
 }
 
 PromptMasks PromptModel::concept(const ImageFeatures& f, const at::Tensor& idx, const at::Tensor& text,

@@ -80,35 +80,80 @@ void load_trunk_file(StudentTrunkImpl& trunk, const std::string& path) {
   load_state_dict_strict(trunk, read_trunk_state(path), path);
 }
 
-torch::Tensor resample_pos_embed(const torch::Tensor& pos, int g1, int extra) {
-  const int64_t n0 = pos.size(1) - extra;
-  const int64_t g0 = static_cast<int64_t>(std::llround(std::sqrt(double(n0))));
-  INSTINCT_CHECK(g0 * g0 == n0, "pos_embed with ", n0, " grid tokens is not a square grid");
-  if (g0 == g1) return pos;
+torch::Tensor resample_pos_embed(const torch::Tensor& pos, GridSize new_size, int64_t num_prefix, GridSize old_size) {
+  INSTINCT_CHECK(pos.dim() == 3 && pos.size(0) == 1 && num_prefix >= 0 && pos.size(1) >= num_prefix,
+                 "pos_embed must be (1, ", num_prefix, "+N, C), got ", pos.sizes());
+  const int64_t n0 = pos.size(1) - num_prefix;
+  if (new_size[0] * new_size[1] == n0 && new_size[0] == new_size[1]) return pos;  // timm's early return
+  if (old_size[0] == 0) {
+    const auto g0 = static_cast<int64_t>(std::llround(std::sqrt(double(n0))));
+    INSTINCT_CHECK(g0 * g0 == n0, "pos_embed with ", n0, " grid tokens is not a square grid");
+    old_size = {g0, g0};
+  }
+  INSTINCT_CHECK(old_size[0] * old_size[1] == n0, "pos_embed has ", n0, " grid tokens, not ", old_size[0], "x",
+                 old_size[1]);
   const int64_t C = pos.size(2);
-  auto grid = pos.narrow(1, extra, n0).reshape({1, g0, g0, C}).permute({0, 3, 1, 2}).to(torch::kFloat);
-  grid = torch::nn::functional::interpolate(
-      grid, torch::nn::functional::InterpolateFuncOptions()
-                .size(std::vector<int64_t>{g1, g1})
-                .mode(torch::kBicubic)
-                .align_corners(false)
-                .antialias(true));  // as timm's resample_abs_pos_embed (its pretrained loading at another size)
-  grid = grid.permute({0, 2, 3, 1}).reshape({1, int64_t(g1) * g1, C}).to(pos.dtype());
-  return torch::cat({pos.narrow(1, 0, extra), grid}, 1);
+  auto grid = pos.narrow(1, num_prefix, n0).to(torch::kFloat).reshape({1, old_size[0], old_size[1], C});
+  grid = torch::nn::functional::interpolate(grid.permute({0, 3, 1, 2}),
+                                            torch::nn::functional::InterpolateFuncOptions()
+                                                .size(std::vector<int64_t>{new_size[0], new_size[1]})
+                                                .mode(torch::kBicubic)
+                                                .align_corners(false)
+                                                .antialias(true));
+  grid = grid.permute({0, 2, 3, 1}).reshape({1, new_size[0] * new_size[1], C}).to(pos.dtype());
+  return num_prefix ? torch::cat({pos.narrow(1, 0, num_prefix), grid}, 1) : grid;
+}
+
+torch::Tensor resample_patch_embed(const torch::Tensor& weight, GridSize new_size) {
+  INSTINCT_CHECK(weight.dim() == 4, "patch embedding must be (O, I, h, w), got ", weight.sizes());
+  const int64_t oh = weight.size(2), ow = weight.size(3);
+  if (oh == new_size[0] && ow == new_size[1]) return weight;
+  // Column j of the resize matrix is the j-th basis image resized to the new kernel size.
+  auto basis = torch::eye(oh * ow, torch::kFloat).reshape({oh * ow, 1, oh, ow});
+  auto resized = torch::nn::functional::interpolate(basis, torch::nn::functional::InterpolateFuncOptions()
+                                                               .size(std::vector<int64_t>{new_size[0], new_size[1]})
+                                                               .mode(torch::kBicubic)
+                                                               .align_corners(false)
+                                                               .antialias(true));
+  auto resize = resized.squeeze(1).permute({1, 2, 0}).reshape({new_size[0] * new_size[1], oh * ow});
+  auto pinv = at::linalg_pinv(resize);  // (old, new)
+  auto w = weight.to(torch::kFloat).reshape({weight.size(0), weight.size(1), oh * ow}).matmul(pinv);
+  return w.reshape({weight.size(0), weight.size(1), new_size[0], new_size[1]}).to(weight.dtype());
 }
 
 void load_timm_vit(StudentTrunkImpl& trunk, const std::string& path) {
+  const VitConfig& cfg = trunk.config();
+  const int64_t g = cfg.grid();
   auto raw = read_state_dict(path, {"model", "state_dict"});
   std::vector<std::pair<std::string, torch::Tensor>> sd;
   for (auto& kv : raw) {
     std::string k = kv.first;
-    if (starts_with(k, "module.")) k = k.substr(7);
-    if (starts_with(k, "head.") || starts_with(k, "fc_norm.")) continue;
-    if (k == "pos_embed") {
-      INSTINCT_CHECK(kv.second.dim() == 3, path, ": pos_embed must be (1,N,C), got ", kv.second.sizes());
-      kv.second = resample_pos_embed(kv.second, trunk.config().grid());
+    for (const char* pre : {"module.", "visual.trunk."})
+      if (starts_with(k, pre)) k = k.substr(std::string(pre).size());
+    if (starts_with(k, "head.") || starts_with(k, "fc_norm.") || starts_with(k, "pre_logits.") ||
+        starts_with(k, "attn_pool."))
+      continue;
+    INSTINCT_CHECK(k != "reg_token", path, ": reg_token: register tokens are not part of the student ViT; use a "
+                   "checkpoint without registers");
+    INSTINCT_CHECK(k.find(".ls1.") == std::string::npos && k.find("gamma_") == std::string::npos, path, ": ", k,
+                   ": layer scale is not part of the student ViT");
+    torch::Tensor v = kv.second;
+    if (k == "patch_embed.proj.weight") {
+      if (v.dim() < 4) v = v.reshape({cfg.width, -1, cfg.patch, cfg.patch});  // timm's pre-conv layout
+      v = resample_patch_embed(v, {cfg.patch, cfg.patch});
+    } else if (k == "pos_embed") {
+      INSTINCT_CHECK(v.dim() == 3 && v.size(0) == 1, path, ": pos_embed must be (1,N,C), got ", v.sizes());
+      if (v.size(1) != 1 + g * g) {
+        // timm resamples with the model's prefix count; a checkpoint without a class-token entry
+        // (no_embed_class) has a square token count, one with it a square + 1.
+        const int64_t n = v.size(1);
+        const auto root = static_cast<int64_t>(std::llround(std::sqrt(double(n))));
+        const bool no_class_entry = root * root == n;
+        v = resample_pos_embed(v, {g, g}, no_class_entry ? 0 : 1);
+        if (no_class_entry) v = torch::cat({torch::zeros({1, 1, v.size(2)}, v.options()), v}, 1);
+      }
     }
-    sd.emplace_back(k, kv.second);
+    sd.emplace_back(k, v);
   }
   auto vit = trunk.vit();
   load_state_dict_strict(*vit, sd, path);

@@ -95,13 +95,14 @@ for k, im in enumerate(imgs):
 tp_il = sum(g > 0 and d > 0 for g, d, _ in pairs); fn_il = sum(g > 0 and d == 0 for g, d, _ in pairs)
 fp_il = sum(g == 0 and d > 0 for g, d, _ in pairs); tn_il = sum(g == 0 and d == 0 for g, d, _ in pairs)
 den = (tp_il + fp_il) * (tp_il + fn_il) * (tn_il + fp_il) * (tn_il + fn_il)
-mcc = (tp_il * tn_il - fp_il * fn_il) / den ** 0.5 if den else 0.0
+mcc = (tp_il * tn_il - fp_il * fn_il) / (den ** 0.5 + 1e-6)  # SAM3 CGF1Eval.accumulate, guards included
 f1 = []
 for t in 0.5 + 0.05 * np.arange(10):
     tp = sum(sum(v >= t - 1e-12 for v in ious) for g, d, ious in pairs if g > 0)
     fp = sum(d for g, d, _ in pairs if g > 0) - tp
     fn = sum(g for g, d, _ in pairs if g > 0) - tp
-    f1.append(2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0)
+    pr, rc = tp / (tp + fp + 1e-4), tp / (tp + fn + 1e-4)
+    f1.append(2 * pr * rc / (pr + rc + 1e-4))
 json.dump(rows, open(f"{work}/results.json", "w"))
 json.dump({"means": {p: float(np.mean(v)) for p, v in expect.items()}, "counts": {p: len(v) for p, v in expect.items()},
            "cgf1": float(np.mean(f1)) * mcc, "il_mcc": mcc, "pmf1": float(np.mean(f1)), "pairs": len(pairs)},

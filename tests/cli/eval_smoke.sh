@@ -64,13 +64,14 @@ for model in ("teacher", "tiny"):
     tp_il = sum(p["gt"] > 0 and p["dt"] > 0 for p in pairs); fn_il = sum(p["gt"] > 0 and p["dt"] == 0 for p in pairs)
     fp_il = sum(p["gt"] == 0 and p["dt"] > 0 for p in pairs); tn_il = sum(p["gt"] == 0 and p["dt"] == 0 for p in pairs)
     d = (tp_il + fp_il) * (tp_il + fn_il) * (tn_il + fp_il) * (tn_il + fn_il)
-    mcc = (tp_il * tn_il - fp_il * fn_il) / d ** 0.5 if d else 0.0
+    mcc = (tp_il * tn_il - fp_il * fn_il) / (d ** 0.5 + 1e-6)  # SAM3 CGF1Eval.accumulate, guards included
     f1s = []
     for t in np.arange(10) * 0.05 + 0.5:
         tp = sum(sum(v >= t - 1e-12 for v in p["ious"]) for p in pairs if p["gt"] > 0)
         fp = sum(p["dt"] for p in pairs if p["gt"] > 0) - tp
         fn = sum(p["gt"] for p in pairs if p["gt"] > 0) - tp
-        f1s.append(2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0)
+        pr, rc = tp / (tp + fp + 1e-4), tp / (tp + fn + 1e-4)
+        f1s.append(2 * pr * rc / (pr + rc + 1e-4))
     s = rep["summary"][model]["cgf1"]
     assert abs(s["il_mcc"] - mcc) < 1e-9 and abs(s["cgf1"] - float(np.mean(f1s)) * mcc) < 1e-9, (s, mcc, f1s)
 # overlays: one PNG per evaluated image among the first 3 selected (the missing image has none)

@@ -27,25 +27,30 @@ CgF1Pair pair(int gt, int dt, std::vector<double> ious) {
 
 TEST(CgF1, HandComputedExample) {
   // Image level: TP = {A, E}, FN = {B}, FP = {C}, TN = {D} -> MCC = (2*1 - 1*1) / sqrt(3*3*2*2) = 1/6.
-  // Positive pairs A (ious 0.9, 0.6), B (missed), E (0.75):
+  // Positive pairs A (ious 0.9, 0.6), B (missed), E (0.75), F1 = 2PR/(P+R) ~ 2TP/(2TP+FP+FN):
   //   t in {0.50, 0.55, 0.60}: TP 3, FP 0, FN 1 -> 6/7   (0.6 >= 0.60 counts although 0.5 + 2*0.05 > 0.6 in binary)
   //   t in {0.65, 0.70, 0.75}: TP 2, FP 1, FN 2 -> 4/7
   //   t in {0.80, 0.85, 0.90}: TP 1, FP 2, FN 3 -> 2/7
   //   t = 0.95: TP 0 -> 0
+  // Exact values carry SAM3's division guards (P = TP/(TP+FP+1e-4), ..., MCC denominator + 1e-6):
+  // the fractions above within 1e-4, the computed values below to 1e-12.
   const auto r = cgf1({pair(2, 2, {0.9, 0.6}), pair(1, 0, {}), pair(0, 1, {}), pair(0, 0, {}), pair(1, 1, {0.75})});
   EXPECT_EQ(r.il_tp, 2);
   EXPECT_EQ(r.il_fn, 1);
   EXPECT_EQ(r.il_fp, 1);
   EXPECT_EQ(r.il_tn, 1);
   EXPECT_EQ(r.positive_pairs, 3);
-  EXPECT_NEAR(r.il_mcc, 1.0 / 6.0, 1e-12);
-  EXPECT_NEAR(r.pmf1_t[0], 6.0 / 7.0, 1e-12);
-  EXPECT_NEAR(r.pmf1_t[2], 6.0 / 7.0, 1e-12);
-  EXPECT_NEAR(r.pmf1_t[5], 4.0 / 7.0, 1e-12);
-  EXPECT_NEAR(r.pmf1_t[8], 2.0 / 7.0, 1e-12);
+  EXPECT_NEAR(r.il_mcc, 1.0 / 6.0, 1e-6);
+  EXPECT_NEAR(r.il_mcc, 0.16666663888889352, 1e-12);
+  EXPECT_NEAR(r.pmf1_t[0], 6.0 / 7.0, 1e-4);
+  EXPECT_NEAR(r.pmf1_t[0], 0.8570693911952444, 1e-12);
+  EXPECT_NEAR(r.pmf1_t[2], 0.8570693911952444, 1e-12);
+  EXPECT_NEAR(r.pmf1_t[5], 0.5713632699122958, 1e-12);
+  EXPECT_NEAR(r.pmf1_t[8], 0.28565715142738796, 1e-12);
   EXPECT_EQ(r.pmf1_t[9], 0.0);
-  EXPECT_NEAR(r.pmf1, 36.0 / 70.0, 1e-12);
-  EXPECT_NEAR(r.cgf1, 36.0 / 70.0 / 6.0, 1e-12);
+  EXPECT_NEAR(r.pmf1, 36.0 / 70.0, 1e-4);
+  EXPECT_NEAR(r.pmf1, 0.5142269437604783, 1e-12);
+  EXPECT_NEAR(r.cgf1, 0.085704476342667, 1e-12);
 }
 
 TEST(CgF1, DegenerateCountsGiveZeroNotNan) {
@@ -53,7 +58,7 @@ TEST(CgF1, DegenerateCountsGiveZeroNotNan) {
   // Every pair positive and detected: no negatives, MCC undefined -> 0.
   const auto r = cgf1({pair(1, 1, {1.0})});
   EXPECT_EQ(r.il_mcc, 0.0);
-  EXPECT_NEAR(r.pmf1, 1.0, 1e-12);
+  EXPECT_NEAR(r.pmf1, 0.9998500124991251, 1e-12);  // 1 with SAM3's 1e-4 guards
   EXPECT_EQ(r.cgf1, 0.0);
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 
@@ -18,6 +19,21 @@ inline std::string fixture_dir(const std::string& sub) {
   if (!root) ADD_FAILURE() << "INSTINCT_FIXTURES is not set: run the tests through ctest";
   return std::string(root ? root : "/nonexistent") + "/" + sub;
 }
+
+/// Skips the calling test when the reference fixture $INSTINCT_FIXTURES/<sub> was not generated because
+/// its optional reference source (timm, pycocotools, SAM3) is absent: tests/python/ref_sources.py
+/// writes the reason into <sub>/SKIPPED. Use at the top of a test body. Assigns the fixture directory
+/// to `dir`.
+#define INSTINCT_REFERENCE_FIXTURE_OR_SKIP(dir, sub)                                              \
+  do {                                                                                            \
+    dir = ::instinct::test::fixture_dir(sub);                                                     \
+    std::ifstream skipped_(dir + "/SKIPPED");                                                     \
+    if (skipped_) {                                                                               \
+      std::string why_;                                                                           \
+      std::getline(skipped_, why_);                                                               \
+      GTEST_SKIP() << "reference absent: " << why_;                                               \
+    }                                                                                             \
+  } while (0)
 
 /// A fresh empty temporary directory for one test.
 inline std::string temp_dir(const std::string& name) {

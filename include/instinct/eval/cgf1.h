@@ -3,9 +3,13 @@
 // per (image, phrase) pair, predictions with score >= the threshold are matched one-to-one to the
 // phrase's ground-truth instances by Hungarian assignment on mask IoU; at each IoU threshold
 // t = 0.50, 0.55, ..., 0.95 a match with IoU >= t is a true positive.
-//   pmF1_t  = 2 TP / (2 TP + FP + FN), summed over the pairs with ground truth (gt > 0);
-//   IL_MCC  = Matthews correlation of the image-level decision (dt > 0) against (gt > 0) over all pairs;
+//   pmF1_t  = 2 P R / (P + R + 1e-4), P = TP / (TP + FP + 1e-4), R = TP / (TP + FN + 1e-4), with TP, FP,
+//             FN summed over the pairs with ground truth (gt > 0) (~ 2 TP / (2 TP + FP + FN));
+//   IL_MCC  = Matthews correlation of the image-level decision (dt > 0) against (gt > 0) over all pairs,
+//             (TP TN - FP FN) / (sqrt(product of the four marginals) + 1e-6) (0 when a marginal is empty);
 //   cgF1    = mean over t of pmF1_t x IL_MCC.
+// The 1e-4 / 1e-6 guards are SAM3's (CGF1Eval.accumulate); tests/unit/test_sam3_parity.cpp checks
+// the result against SAM3's own evaluator.
 // Torch-free.
 #include <array>
 #include <cstdint>

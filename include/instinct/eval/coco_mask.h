@@ -2,7 +2,8 @@
 // COCO mask run-length encoding (RLE), torch-free, reproducing the semantics of pycocotools'
 // maskApi (encode / decode / compressed string codec / area / toBbox / frPoly / frBbox / merge /
 // iou) bit for bit, written from the format description in docs (../shared/reference/
-// evaluation.md, "COCO annotation format"). Reference: tests/python/coco_ref.py (numpy).
+// evaluation.md, "COCO annotation format"). References: scripts/coco_rle.py (numpy) and the real
+// pycocotools (tests/python/fixtures_pycocotools.py, thousands of cases).
 //
 // Where this library deliberately differs from pycocotools, it is on malformed input only:
 // pycocotools returns garbage, -1 or reads out of bounds; we throw instinct::Error with a one-line
@@ -68,7 +69,9 @@ Rle rle_empty(int h, int w);
 /// Bounding box [x, y, w, h] of the "on" pixels in pixel units (a pixel (x, y) covers
 /// [x, x+1) x [y, y+1)), exactly as pycocotools toBbox: walks the runs (no decoding); a trailing
 /// 0-run is ignored; a 1-run that spans columns makes the box full height; {0,0,0,0} when there is
-/// no 1-run. For canonical RLEs this is the tight box of the on pixels.
+/// no 1-run. For canonical RLEs this is the tight box of the on pixels. Like pycocotools it computes
+/// in uint32, so verbatim counts with zero-length runs can wrap: {0,0,0,5} in 1x5 gives width 0.
+/// pycocotools: divides by zero when h = 0 (here: {0,0,0,0}).
 std::array<double, 4> rle_to_bbox(const Rle& rle);
 
 /// Rasterises one polygon [x1, y1, x2, y2, ...] (COCO pixel coordinates; implicitly closed) into an
@@ -102,9 +105,10 @@ double rle_iou(const Rle& dt, const Rle& gt, bool gt_crowd = false);
 
 /// Converts a COCO annotation's "segmentation" value for an h x w image into an RLE, as pycocotools
 /// COCO.annToRLE does:
-///  - a list of polygons [[x1,y1,...], ...]: each rasterised, then merged (union). pycocotools'
-///    quirk is kept: when the FIRST polygon has exactly 4 numbers the whole list is read as boxes
-///    [x, y, w, h] (frBbox); all must then have 4 numbers;
+///  - a list of polygons [[x1,y1,...], ...]: each rasterised, then merged (union). When the FIRST
+///    polygon has exactly 4 numbers the whole list is read as boxes [x, y, w, h] (frBbox); all must
+///    then have 4 numbers. pycocotools: frPyObjects routes such a list to frBbox, which takes only a
+///    numpy array and raises TypeError on the list annToRLE hands it;
 ///  - an uncompressed RLE {"size": [h, w], "counts": [ints]} (iscrowd=1): counts kept verbatim;
 ///  - a compressed RLE {"size": [h, w], "counts": "string"}.
 /// Throws instinct::Error with one line naming what is malformed: not a list/object, an empty list,

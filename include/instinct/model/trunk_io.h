@@ -6,6 +6,7 @@
 //  - a bare state dict (plain dict of tensors) or a .safetensors file with the same keys;
 //  - ImageNet timm ViT weights (keys without the `model.backbone.model.` prefix) for initialisation.
 // Everything written loads in Python with torch.load(path, weights_only=True).
+#include <array>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,15 +39,34 @@ VitConfig infer_student_config(const std::vector<std::pair<std::string, torch::T
 void load_trunk_file(StudentTrunkImpl& trunk, const std::string& path);
 
 /// Initialises the ViT part from ImageNet timm weights (.safetensors or a torch.save dict; an
-/// optional "model"/"state_dict" wrapper and a `module.` prefix are accepted). The classifier
-/// (`head.*`, `fc_norm.*`) is ignored; pos_embed is resampled bicubic with antialias (timm's
-/// resample_abs_pos_embed, used by its pretrained loading at another img_size) from its square grid
-/// to the student grid; the adapter head keeps its initialisation. Every other ViT
-/// key must be present with the right shape.
+/// optional "model"/"state_dict" wrapper and a `module.` / `visual.trunk.` prefix are accepted) the
+/// way timm's own pretrained loading at another model size does (vision_transformer.py
+/// `checkpoint_filter_fn`, checked against timm itself in tests/unit/test_timm_parity.cpp):
+///  - classifier parts (`head.*`, `fc_norm.*`, `pre_logits.*`, `attn_pool.*`) are ignored;
+///  - pos_embed is resampled with resample_pos_embed from the checkpoint's square grid to the
+///    student grid. A checkpoint whose pos_embed has no class-token entry (timm `no_embed_class`,
+///    e.g. DeiT-III) gets a zero one: the student then computes exactly what timm's no_embed_class
+///    model computes;
+///  - a patch embedding with another kernel size (e.g. a /14 or /8 checkpoint) is resampled with
+///    resample_patch_embed; a 2-D one (timm's pre-conv layout) is reshaped first.
+/// Register tokens (`reg_token`) and layer scale are refused (the student has neither); every other
+/// ViT key must be present with the right shape. The adapter head keeps its initialisation.
 void load_timm_vit(StudentTrunkImpl& trunk, const std::string& path);
 
-/// Resamples a (1, extra+g0*g0, C) position embedding to (1, extra+g1*g1, C), keeping the first
-/// `extra` (class) tokens.
-torch::Tensor resample_pos_embed(const torch::Tensor& pos, int g1, int extra = 1);
+/// Height x width of a token grid.
+using GridSize = std::array<int64_t, 2>;
+
+/// timm's resample_abs_pos_embed: a (1, num_prefix + oh*ow, C) position embedding becomes
+/// (1, num_prefix + nh*nw, C); the first `num_prefix` (class / register) tokens are kept, the grid is
+/// resized bicubic with antialias (align_corners = false) in fp32 and cast back. `old_size` {0,0}
+/// means a square old grid. As in timm, an embedding that already has the new token count is
+/// returned unchanged when the new grid is square. Throws when the token count does not fit.
+torch::Tensor resample_pos_embed(const torch::Tensor& pos, GridSize new_size, int64_t num_prefix = 1,
+                                 GridSize old_size = {0, 0});
+
+/// timm's resample_patch_embed (FlexiViT's pseudo-inverse resize): a patch-embedding kernel
+/// (O, I, h, w) becomes (O, I, nh, nw) such that, on an input resized by the same factor, the patch
+/// embedding is (least-squares) unchanged. fp32 math, cast back to the input dtype.
+torch::Tensor resample_patch_embed(const torch::Tensor& weight, GridSize new_size);
 
 }  // namespace instinct::model
