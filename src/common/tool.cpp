@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <iostream>
 
 #include "instinct/common/error.h"
 
@@ -18,17 +19,21 @@ void ensure_passive_omp(char** argv) {
 
 void init_logging() { spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] [%^%l%$] %v"); }
 
-int run_guarded(const std::function<int()>& body) {
+int run_guarded(const std::function<int()>& body, const std::string& tool) {
+  auto report = [&](bool internal, const std::string& msg) {
+    if (tool.empty()) spdlog::error("{}{}", internal ? "internal error: " : "", msg);
+    else std::cerr << tool << (internal ? ": internal error: " : ": error: ") << msg << "\n";
+  };
   try {
     return body();
   } catch (const Error& e) {
-    spdlog::error("{}", e.what());
+    report(false, e.what());
     return 2;
   } catch (const c10::Error& e) {
-    spdlog::error("torch: {}", e.what_without_backtrace());
+    report(true, std::string("torch: ") + e.what_without_backtrace());
     return 3;
   } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
+    report(true, e.what());
     return 3;
   }
 }

@@ -10,8 +10,8 @@
 #include <map>
 #include <regex>
 #include <sstream>
-#include <thread>
 
+#include "instinct/common/device.h"
 #include "instinct/common/error.h"
 #include "instinct/io/archive.h"
 #include "instinct/io/atomic_file.h"
@@ -26,18 +26,8 @@ RunContext RunContext::open(const std::string& dir, const std::string& device, c
   RunContext rc;
   INSTINCT_CHECK(!dir.empty(), "run_dir must not be empty");
   rc.dir = dir;
-  at::set_num_threads(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())));
-  if (device == "auto") {
-    rc.device = torch::cuda::is_available() ? at::Device(at::kCUDA) : at::Device(at::kCPU);
-  } else {
-    try {
-      rc.device = at::Device(device);
-    } catch (const std::exception&) {
-      fail("device '", device, "' is not valid; expected auto, cpu, cuda or cuda:N");
-    }
-    INSTINCT_CHECK(!rc.device.is_cuda() || torch::cuda::is_available(), "device '", device,
-                   "' requested but CUDA is not available in this build/machine");
-  }
+  set_cpu_threads(threads);
+  rc.device = resolve_device(device);
   if (precision == "auto") rc.autocast = rc.device.is_cuda();
   else if (precision == "bf16") {
     INSTINCT_CHECK(rc.device.is_cuda(), "precision bf16 needs a CUDA device (device is ", rc.device.str(), ")");

@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "instinct/common/error.h"
+#include "instinct/common/device.h"
 #include "instinct/common/progress.h"
 #include "instinct/data/loader.h"
 #include "instinct/eval/overlay.h"
@@ -138,9 +138,8 @@ std::vector<std::string> prompt_modes(const EvalConfig& cfg) {
 
 int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<size_t>& selected) {
   INSTINCT_CHECK(!cfg.teacher.empty(), "teacher must name a teacher bundle directory (or give predictions=...)");
-  at::set_num_threads(cfg.threads > 0 ? cfg.threads : int(std::max(1u, std::thread::hardware_concurrency())));
-  at::Device device = cfg.device == "auto" ? (torch::cuda::is_available() ? at::Device(at::kCUDA) : at::Device(at::kCPU))
-                                           : at::Device(cfg.device);
+  set_cpu_threads(cfg.threads);
+  const at::Device device = resolve_device(cfg.device);
   const auto modes = prompt_modes(cfg);
   auto has = [&](const char* p) { return std::find(modes.begin(), modes.end(), p) != modes.end(); };
 

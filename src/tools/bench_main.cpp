@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <memory>
 
+#include "instinct/common/device.h"
 #include "instinct/common/error.h"
+#include "instinct/common/tool.h"
 #include "instinct/data/dataset.h"
 #include "instinct/data/loader.h"
 #include "instinct/distill/optim.h"
@@ -87,8 +89,7 @@ struct OptimArgs {
 
 int bench_optim(const OptimArgs& a) {
   using clock = std::chrono::steady_clock;
-  const at::Device dev(a.device);
-  INSTINCT_CHECK(!dev.is_cuda() || torch::cuda::is_available(), "--device ", a.device, ": no CUDA device here");
+  const at::Device dev = instinct::resolve_device(a.device, "--device");
   auto sync = [&] {
     if (dev.is_cuda()) torch::cuda::synchronize();
   };
@@ -157,12 +158,9 @@ int main(int argc, char** argv) {
   optim->add_option("--preset", oa.preset, "student preset (vit_base, vit_base_1152, vit_small, vit_tiny)")->capture_default_str();
   optim->add_option("--steps", oa.steps, "timed steps per kernel")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  try {
+  return instinct::tool::run_guarded([&] {
     if (*loader) return bench_loader(la);
     if (*optim) return bench_optim(oa);
-  } catch (const instinct::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  }, "instinct-bench");
 }

@@ -1,13 +1,13 @@
 // instinct-merge: assemble deployable checkpoints (SAM3 + student trunk [+ text encoder]), student
 // bundles, trunk format conversion and inspection. Thin CLI over instinct_core (instinct/merge).
 #include <CLI/CLI.hpp>
-#include <c10/util/Exception.h>
 
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 
 #include "instinct/common/error.h"
+#include "instinct/common/tool.h"
 #include "instinct/merge/merge.h"
 
 namespace {
@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   insp->add_flag("--summary", isummary, "totals only, no per-tensor lines");
 
   CLI11_PARSE(app, argc, argv);
-  try {
+  return instinct::tool::run_guarded([&] {
     const auto t0 = std::chrono::steady_clock::now();
     auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
     if (*sam3) {
@@ -116,14 +116,5 @@ int main(int argc, char** argv) {
       for (const auto& l : instinct::merge::inspect(ipath, isummary)) std::cout << l << "\n";
     }
     return 0;
-  } catch (const instinct::Error& e) {
-    std::cerr << "instinct-merge: error: " << e.what() << "\n";
-    return 2;
-  } catch (const c10::Error& e) {
-    std::cerr << "instinct-merge: internal error: " << e.what_without_backtrace() << "\n";
-    return 3;
-  } catch (const std::exception& e) {
-    std::cerr << "instinct-merge: internal error: " << e.what() << "\n";
-    return 3;
-  }
+  }, "instinct-merge");
 }

@@ -102,4 +102,11 @@ set +e
 rc=$?
 set -e
 [ $rc -ne 0 ] && grep -q "\[error\].*protocol.point 'middle'" "$WORK/bad.log" || { cat "$WORK/bad.log"; fail "bad protocol value"; }
+# a device that is not one is a user error (exit 2, one line naming it), as in the trainers
+set +e
+"$EVAL" annotations="$WORK/world/annotations/instances_val.json" images="$WORK/world/val" teacher="$BUNDLE" device=gpu > "$WORK/baddev.log" 2>&1
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "\[error\] device 'gpu' is not valid; expected auto, cpu, cuda or cuda:N" "$WORK/baddev.log" \
+  || { cat "$WORK/baddev.log"; fail "device=gpu: exit $rc, expected 2 with a one-line error"; }
 echo "eval smoke ok"

@@ -19,8 +19,10 @@ void ensure_passive_omp(char** argv);
 /// Sets the log pattern shared by all tools.
 void init_logging();
 
-/// Runs `body`; instinct::Error -> logged, exit 2; other exceptions -> logged, exit 3.
-int run_guarded(const std::function<int()>& body);
+/// Runs `body`; instinct::Error -> one line, exit 2; other exceptions -> one line, exit 3. The line
+/// goes to the log (spdlog, the trainers and instinct-eval) or, when `tool` is given, to stderr as
+/// "<tool>: error: ..." / "<tool>: internal error: ..." (instinct-merge, instinct-bench).
+int run_guarded(const std::function<int()>& body, const std::string& tool = "");
 
 /// Loads config `Cfg` from `path` + overrides, prints it (and returns 0) when `print_config`,
 /// otherwise returns fn(cfg). Errors as in run_guarded.
