@@ -17,7 +17,7 @@ rm "$WORK/resumed/checkpoints/step_00000006.pt" "$WORK/resumed/trunk.pt" "$WORK/
 "$TRAIN" concept "${common[@]}" run_dir="$WORK/resumed" > "$WORK/resumed.log" 2>&1 || { cat "$WORK/resumed.log"; fail "resumed run"; }
 grep -q "resumed from .*step_00000003.pt at step 3" "$WORK/resumed.log" || { cat "$WORK/resumed.log"; fail "did not resume at step 3"; }
 "$PY" - "$WORK/straight" "$WORK/resumed" <<'PYEOF'
-import json, sys, torch
+import json, math, sys, torch
 def rows(d):
     return {(r["split"], r["step"]): r for r in map(json.loads, open(f"{d}/metrics.jsonl"))}
 a, b = rows(sys.argv[1]), rows(sys.argv[2])
@@ -32,8 +32,16 @@ for split in ("eval", "eval_ema"):
     ev = [r for (s, _), r in a.items() if s == split]
     assert len(ev) >= 2, split
     for r in ev:
-        for m in ("concept_mask_iou", "matched_mask_iou", "matched_box_iou", "presence_agreement", "trunk_cosine"):
-            assert 0 <= r[m] <= 1 or m == "trunk_cosine", (m, r[m])
+        for m in ("concept_mask_iou", "matched_mask_iou", "matched_box_iou", "presence_agreement"):
+            assert 0 <= r[m] <= 1, (m, r[m])
+# trunk_cosine, the mean cosine of student and teacher trunk features on the held-out images: finite,
+# in [-1, 1], moved by training, different for the student and its EMA, recomputed alike on resume.
+cos = {k: r["trunk_cosine"] for k, r in a.items() if k[0] in ("eval", "eval_ema")}
+assert all(type(c) in (int, float) and math.isfinite(c) and -1 <= c <= 1 for c in cos.values()), ("trunk_cosine", cos)
+assert abs(cos[("eval", 6)] - cos[("eval", 3)]) > 1e-6, ("trunk_cosine did not move with training", cos)
+assert abs(cos[("eval", 6)] - cos[("eval_ema", 6)]) > 1e-6, ("trunk_cosine: student and EMA agree", cos)
+for k in (("eval", 6), ("eval_ema", 6)):
+    assert abs(b[k]["trunk_cosine"] - cos[k]) <= 1e-5, ("resumed trunk_cosine", k, b[k]["trunk_cosine"], cos[k])
 ta = torch.load(f"{sys.argv[1]}/trunk.pt", weights_only=True)["trunk"]
 tb = torch.load(f"{sys.argv[2]}/trunk.pt", weights_only=True)["trunk"]
 assert max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta) <= 1e-5

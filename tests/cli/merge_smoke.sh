@@ -338,6 +338,7 @@ same(st, "safetensors")
 back = torch.load(f"{d}/back.pt", weights_only=True)
 assert type(back) is dict and set(back) >= {"trunk", "backbone", "model_name"}, list(back)
 same(back["trunk"], "instinctsam")
+open(f"{d}/count", "w").write(str(len(want)))
 print(f"ok convert: {len(want)} tensors round-trip exactly")
 EOF
 
@@ -362,6 +363,12 @@ for k, t in sd.items():
 print(f"ok inspect: {len(sd)} tensor lines")
 EOF
 run_ok inspect_st inspect "$WORK/cv/trunk.safetensors"
-grep -qi "safetensors" "$WORK/inspect_st.log" || { head -3 "$WORK/inspect_st.log"; fail "inspect does not name the safetensors format"; }
+# the header line names the format after the path (the path itself says "safetensors" too) and counts
+# the tensors; the tensor lines are those of the same trunk read from the InstinctSAM file
+grep -qxE "$(sed 's/[.]/[.]/g' <<< "$WORK/cv/trunk.safetensors"): safetensors, $(cat "$WORK/cv/count") tensors, .*" \
+  <(head -1 "$WORK/inspect_st.log") || { head -3 "$WORK/inspect_st.log"; fail "inspect: no 'safetensors, $(cat "$WORK/cv/count") tensors' header"; }
+run_ok inspect_back inspect "$WORK/cv/back.pt"
+diff <(tail -n +2 "$WORK/inspect_st.log" | sort) <(tail -n +2 "$WORK/inspect_back.log" | sed 's/^trunk[.]//' | sort) \
+  || fail "inspect: the safetensors tensor lines differ from the InstinctSAM file's"
 expect_error inspect_garbage "garbage\.pt" "$WORK/err" -- inspect "$F/garbage.pt"
 echo "merge smoke ok"

@@ -1,30 +1,53 @@
 #!/usr/bin/env bash
-# Resume is exact: a run interrupted by SIGINT (checkpoint + clean exit) and resumed produces the
-# same per-step training losses as an uninterrupted run (CPU, to 1e-6), and the same final trunk.
+# Resume is exact: a run stopped mid-run by SIGINT (checkpoint + exit 130), resumed, stopped again by
+# SIGTERM (exit 143) and resumed again produces the same per-step training losses as an uninterrupted
+# run (CPU, to 1e-6) and the same final trunk. Each signal is sent while the run is held (SIGSTOP) at
+# a known step, so it lands mid-run; each resume starts from the checkpoint written at signal time.
 source "$(dirname "$0")/common.sh"
 make_images "$WORK/img" 44
 common=(teacher.bundle="$BUNDLE" data.root="$WORK/img" "${TINY[@]}" optim.max_steps=16 optim.warmup_steps=3
         log.every=1 eval.every=5 checkpoint.every=5 ema.enabled=true ema.decay=0.9 seed=7)
 "$TRAIN" stageA "${common[@]}" run_dir="$WORK/straight" > "$WORK/straight.log" 2>&1 || { cat "$WORK/straight.log"; fail "straight run"; }
 
-"$TRAIN" stageA "${common[@]}" run_dir="$WORK/resumed" > "$WORK/first.log" 2>&1 &
-pid=$!
-for _ in $(seq 600); do
-  n=$(grep -c '"split":"train"' "$WORK/resumed/metrics.jsonl" 2>/dev/null || true)
-  [ "${n:-0}" -ge 7 ] && break
-  sleep 0.05
-done
-kill -INT $pid
-set +e; wait $pid; rc=$?; set -e
-cat "$WORK/first.log" | tail -3
-if [ $rc -eq 0 ]; then
-  echo "note: the first run finished before the signal arrived; resume path exercised from step 16"
-else
-  [ $rc -eq 130 ] || fail "interrupted run exited $rc, expected 130"
-  grep -q "signal 2 received" "$WORK/first.log" || fail "no checkpoint-on-signal message"
-fi
-"$TRAIN" stageA "${common[@]}" run_dir="$WORK/resumed" > "$WORK/second.log" 2>&1 || { cat "$WORK/second.log"; fail "resumed run"; }
-[ $rc -eq 0 ] || grep -q "resumed from" "$WORK/second.log" || fail "second run did not resume"
+train_rows() { grep -c '"split":"train"' "$WORK/resumed/metrics.jsonl" 2>/dev/null || true; }
+# interrupt NAME SIGNAL RC AT: runs into $WORK/resumed, holds it once AT train rows are logged, sends
+# SIGNAL, expects exit RC, a checkpoint at the step the signal arrived and the steps since resumed.
+interrupt() {
+  local name=$1 sig=$2 want_rc=$3 at=$4 n=0 rc
+  "$TRAIN" stageA "${common[@]}" run_dir="$WORK/resumed" > "$WORK/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1200); do
+    n=$(train_rows); [ "${n:-0}" -ge "$at" ] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.02
+  done
+  kill -STOP $pid 2>/dev/null || true
+  n=$(train_rows)
+  kill -"$sig" $pid 2>/dev/null || true
+  kill -CONT $pid 2>/dev/null || true
+  set +e; wait $pid; rc=$?; set -e
+  tail -2 "$WORK/$name.log"
+  [ "$rc" -eq "$want_rc" ] || { cat "$WORK/$name.log"; fail "$name: SIG$sig after $n train rows: exit $rc, expected $want_rc"; }
+  local signo; signo=$(kill -l "$sig")
+  local line; line=$(grep -E "signal $signo received: writing a checkpoint at step [0-9]+ and stopping" "$WORK/$name.log") \
+    || { cat "$WORK/$name.log"; fail "$name: no checkpoint-on-signal message for signal $signo"; }
+  stop_step=$(sed -E 's/.* at step ([0-9]+) and stopping.*/\1/' <<< "$line")
+  # Held at n logged steps: the signal is seen at the end of step n or n+1, before the last step.
+  [ "$stop_step" -ge "$n" ] && [ "$stop_step" -le $((n + 1)) ] && [ "$stop_step" -lt 16 ] \
+    || fail "$name: signal after $n train rows stopped at step $stop_step"
+  stop_ckpt="$WORK/resumed/checkpoints/$(printf 'step_%08d.pt' "$stop_step")"
+  [ -f "$stop_ckpt" ] || { ls "$WORK/resumed/checkpoints"; fail "$name: no checkpoint $stop_ckpt"; }
+  [ ! -e "$WORK/resumed/trunk.pt" ] || fail "$name: a stopped run wrote the final trunk"
+}
+expect_resume() {  # expect_resume LOG CHECKPOINT STEP: the run resumed from CHECKPOINT at STEP
+  grep -qF "resumed from $2 at step $3 " "$WORK/$1.log" || { cat "$WORK/$1.log"; fail "$1: did not resume from $2 at step $3"; }
+}
+interrupt first INT 130 6     # stops at step 6 or 7: after the step-5 checkpoint, so a resume from 5 would show
+int_step=$stop_step int_ckpt=$stop_ckpt
+interrupt second TERM 143 11  # resumes from the SIGINT checkpoint, stops again at step 11 or 12
+expect_resume second "$int_ckpt" "$int_step"
+"$TRAIN" stageA "${common[@]}" run_dir="$WORK/resumed" > "$WORK/third.log" 2>&1 || { cat "$WORK/third.log"; fail "third run"; }
+expect_resume third "$stop_ckpt" "$stop_step"
 
 "$PY" - "$WORK/straight" "$WORK/resumed" <<'PYEOF'
 import json, sys, torch
@@ -57,3 +80,4 @@ ck = torch.load(f"{sys.argv[2]}/checkpoints/step_00000016.pt", weights_only=True
 assert ck["step"] == 16 and ck["stage"] == "stageA" and "exp_avg" in ck["optimizer"], ck.keys()
 print(f"resume ok: 16 steps identical, final trunk max diff {diff:.1e}")
 PYEOF
+echo "stopped by SIGINT at step $int_step and SIGTERM at step $stop_step, resumed each time"

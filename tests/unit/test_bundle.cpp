@@ -359,12 +359,82 @@ TEST(BundleLoad, GradientsFlowThroughFrozenGrounding) {
   }
 }
 
+// to() re-loads each TorchScript module from its file onto the new device (bundle.h): a move away
+// and back drops in-memory changes and makes earlier parameter handles stale; to() onto the device
+// the modules are on keeps them. On CPU the move goes through the meta device (no data).
 TEST(BundleLoad, ToDeviceRoundTrip) {
   REQUIRE_FIXTURES();
-  auto t = TeacherBundle::load(fx + "/bundle");
-  t.to(at::Device(at::kCPU));
+  BundleLoadOptions opts;
+  opts.modules = {"trunk", "detector_neck"};
+  auto t = TeacherBundle::load(fx + "/bundle", opts);
+  auto r = load_reference(fx + "/reference.pt");
   torch::NoGradGuard ng;
-  EXPECT_EQ(t.trunk(torch::zeros({1, 3, 224, 224})).sizes(), (at::IntArrayRef{1, 128, 16, 16}));
+  auto w = t.named_parameters("trunk").at(0).second;
+  t.to(at::Device(at::kCPU));  // already there: nothing re-loaded
+  EXPECT_TRUE(t.named_parameters("trunk").at(0).second.is_same(w)) << "to() the same device re-loaded the trunk";
+  w.zero_();  // an in-memory change the trunk's output shows
+  EXPECT_GT((t.trunk(r.at("pixels")) - r.at("feats")).abs().max().item<double>(), 1e-3);
+
+  t.to(at::Device(at::kMeta));  // (the traced trunk calls aten::equal, which meta lacks: no forward here)
+  for (const char* key : {"trunk", "detector_neck"})
+    for (const auto& kv : t.named_parameters(key)) EXPECT_EQ(kv.second.device().type(), at::kMeta) << key << " " << kv.first;
+
+  t.to(at::Device(at::kCPU));
+  const auto back = t.named_parameters("trunk").at(0).second;
+  EXPECT_EQ(back.device().type(), at::kCPU);
+  EXPECT_FALSE(back.is_same(w)) << "the trunk was not re-loaded";
+  EXPECT_FALSE(back.requires_grad());
+  expect_close(t.trunk(r.at("pixels")), r.at("feats"), "feats after the round trip");  // the file's weights again
+  auto [f0, f1, f2] = t.detector_neck(r.at("feats"));
+  expect_close(f0, r.at("fpn0"), "fpn0 after the round trip");
+  expect_close(f2, r.at("fpn2"), "fpn2 after the round trip");
+  EXPECT_EQ(w.abs().max().item<double>(), 0.0) << "the stale handle is the old, changed tensor";
+}
+
+// On CUDA: the teacher's modules and a student bundle's C++ trunk move there and back, outputs intact.
+TEST(BundleLoad, ToCudaRoundTrip) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: the CPU <-> CUDA round trip is not run";
+  REQUIRE_FIXTURES();
+  BundleLoadOptions opts;
+  opts.modules = {"trunk", "detector_neck"};
+  auto t = TeacherBundle::load(fx + "/bundle", opts);
+  auto r = load_reference(fx + "/reference.pt");
+  torch::NoGradGuard ng;
+  t.to(at::Device(at::kCUDA));
+  EXPECT_TRUE(t.named_parameters("trunk").at(0).second.is_cuda());
+  const auto feats = t.trunk(r.at("pixels").cuda());
+  ASSERT_TRUE(feats.is_cuda());
+  EXPECT_TRUE(at::allclose(feats.cpu(), r.at("feats"), 1e-4, 1e-4));
+  auto [f0, f1, f2] = t.detector_neck(r.at("feats").cuda());
+  ASSERT_TRUE(f0.is_cuda());
+  EXPECT_TRUE(at::allclose(f0.cpu(), r.at("fpn0"), 1e-4, 1e-4));
+  t.to(at::Device(at::kCPU));
+  EXPECT_FALSE(t.named_parameters("trunk").at(0).second.is_cuda());
+  expect_close(t.trunk(r.at("pixels")), r.at("feats"), "feats back on CPU");
+
+  // A student bundle: its trunk is the C++ ViT, moved with Module::to().
+  const std::string dir = tmp_dir("student_cuda");
+  const auto& info = t.info();
+  instinct::model::VitConfig vc;
+  vc.preset = "custom"; vc.img_size = 64; vc.patch = 16; vc.width = 128; vc.depth = 2; vc.heads = 2;
+  vc.out_channels = info.trunk_channels; vc.out_grid = info.trunk_grid;
+  torch::manual_seed(5);
+  instinct::model::StudentTrunk student(vc);
+  student->eval();
+  instinct::model::save_trunk_file(dir + "/student.pt", *student);
+  instinct::merge::BundleMergeOptions o;
+  o.bundle = fx + "/bundle";
+  o.trunk = dir + "/student.pt";
+  o.output = dir + "/out";
+  instinct::merge::merge_bundle(o);
+  auto b = TeacherBundle::load(o.output);
+  const auto want = b.trunk(r.at("pixels"));
+  b.to(at::Device(at::kCUDA));
+  EXPECT_TRUE(b.named_parameters("trunk").at(0).second.is_cuda());
+  EXPECT_TRUE(at::allclose(b.trunk(r.at("pixels").cuda()).cpu(), want, 1e-4, 1e-4));
+  b.to(at::Device(at::kCPU));
+  EXPECT_TRUE(at::allclose(b.trunk(r.at("pixels")), want, 1e-5, 1e-5));
+  fs::remove_all(dir);
 }
 
 TEST(BundleBroken, GridDisagreesWithTrunk) {

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "instinct/common/error.h"
 #include "instinct/distill/optim.h"
@@ -83,10 +85,18 @@ TEST_P(OptimKernels, AgreesWithTheLoopAcrossGroupsAndResume) {
 
 INSTANTIATE_TEST_SUITE_P(Kernels, OptimKernels, ::testing::Values("loop", "foreach", "fused"));
 
+// Whether the fused kernel is offered is checked against the dispatcher: it may only be offered when
+// the op it calls is registered in this LibTorch (1.13 has none), and must be offered wherever it is
+// registered from LibTorch 2.1 on (the release optim.cpp requires for it).
 TEST(Optim, KernelNamesResolveOrFailClearly) {
+  const bool registered = c10::Dispatcher::singleton().findSchema({"aten::_fused_adamw_", ""}).has_value();
+  const bool available = distill::fused_adamw_available();
+  if (!registered) EXPECT_FALSE(available) << "LibTorch " << TORCH_VERSION << " registers no aten::_fused_adamw_";
+  if (registered && TORCH_VERSION_MAJOR * 100 + TORCH_VERSION_MINOR >= 201)
+    EXPECT_TRUE(available) << "LibTorch " << TORCH_VERSION << " registers aten::_fused_adamw_";
   EXPECT_EQ(distill::resolve_kernel("auto", c10::DeviceType::CPU), distill::Kernel::loop);
   EXPECT_EQ(distill::resolve_kernel("auto", c10::DeviceType::CUDA),
-            distill::fused_adamw_available() ? distill::Kernel::fused : distill::Kernel::foreach);
+            available ? distill::Kernel::fused : distill::Kernel::foreach);
   EXPECT_EQ(distill::resolve_kernel("loop", c10::DeviceType::CUDA), distill::Kernel::loop);
   try {
     distill::resolve_kernel("fast", c10::DeviceType::CPU);
@@ -94,7 +104,16 @@ TEST(Optim, KernelNamesResolveOrFailClearly) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("optim.kernel = 'fast'"), std::string::npos) << e.what();
   }
-  if (!distill::fused_adamw_available()) EXPECT_THROW(distill::resolve_kernel("fused", c10::DeviceType::CUDA), Error);
+  if (available) {
+    EXPECT_EQ(distill::resolve_kernel("fused", c10::DeviceType::CUDA), distill::Kernel::fused);
+  } else {
+    try {
+      distill::resolve_kernel("fused", c10::DeviceType::CUDA);
+      ADD_FAILURE() << "optim.kernel = fused accepted where the fused kernel is unavailable";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no _fused_adamw_"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Optim, ForeachClipAndEmaEqualTheLoop) {
@@ -140,18 +159,74 @@ TEST(Optim, ForeachClipAndEmaEqualTheLoop) {
 }
 
 TEST(Optim, StateRoundTripsAndRejectsMismatch) {
-  std::vector<std::pair<std::string, at::Tensor>> p{{"w", torch::ones({2, 2}).requires_grad_(true)}};
-  distill::AdamW a(p, {});
-  p[0].second.mutable_grad() = torch::full({2, 2}, 0.5);
+  using Params = std::vector<std::pair<std::string, at::Tensor>>;
+  auto make = [] {
+    torch::manual_seed(11);
+    return Params{{"w", torch::randn({2, 3}).requires_grad_(true)}, {"b", torch::randn({3}).requires_grad_(true)}};
+  };
+  auto grads = [](Params& p, int seed) {
+    torch::manual_seed(seed);
+    for (auto& kv : p) kv.second.mutable_grad() = torch::randn_like(kv.second);
+  };
+  distill::OptimConfig cfg;
+  cfg.kernel = "loop";
+  auto p = make();
+  distill::AdamW a(p, cfg);
+  grads(p, 1);
+  const auto g1 = p[0].second.grad().clone();
   a.step(0.1);
-  auto s = a.state();
-  std::vector<std::pair<std::string, at::Tensor>> q{{"w", torch::ones({2, 2}).requires_grad_(true)}};
-  distill::AdamW b(q, {});
+  // One step from zero moments: m = (1-b1) g, v = (1-b2) g^2.
+  auto s1 = a.state().toGenericDict();
+  auto m1 = s1.at("exp_avg").toGenericDict().at("w").toTensor();
+  auto v1 = s1.at("exp_avg_sq").toGenericDict().at("w").toTensor();
+  EXPECT_TRUE(torch::allclose(m1, (1 - cfg.beta1) * g1, 1e-6, 1e-7));
+  EXPECT_TRUE(torch::allclose(v1, (1 - cfg.beta2) * g1 * g1, 1e-6, 1e-9));
+  grads(p, 2);
+  a.step(0.1);
+  const auto s = a.state();
+
+  // A fresh optimizer over a copy of the parameters, restored from the state.
+  Params q{{"w", p[0].second.detach().clone().requires_grad_(true)}, {"b", p[1].second.detach().clone().requires_grad_(true)}};
+  distill::AdamW b(q, cfg);
   b.load_state(s, "mem");
-  EXPECT_EQ(b.steps(), 1);
-  std::vector<std::pair<std::string, at::Tensor>> r{{"w", torch::ones({3}).requires_grad_(true)}};
-  distill::AdamW c(r, {});
-  EXPECT_THROW(c.load_state(s, "mem"), Error);
+  EXPECT_EQ(b.steps(), 2);
+  auto want = s.toGenericDict(), got = b.state().toGenericDict();
+  for (const char* which : {"exp_avg", "exp_avg_sq"})
+    for (const auto& kv : p) {
+      const auto w = want.at(which).toGenericDict().at(kv.first).toTensor();
+      EXPECT_GT(w.abs().min().item<double>(), 0.0) << which << " " << kv.first << ": the moment is not exercised";
+      EXPECT_TRUE(torch::equal(got.at(which).toGenericDict().at(kv.first).toTensor(), w)) << which << " " << kv.first;
+    }
+  // The next step continues the original run exactly; without the moments it would not.
+  Params r{{"w", q[0].second.detach().clone().requires_grad_(true)}, {"b", q[1].second.detach().clone().requires_grad_(true)}};
+  distill::AdamW fresh(r, cfg);
+  grads(p, 3);
+  grads(q, 3);
+  grads(r, 3);
+  a.step(0.1);
+  b.step(0.1);
+  fresh.step(0.1);
+  for (size_t i = 0; i < p.size(); ++i) {
+    EXPECT_TRUE(torch::equal(q[i].second, p[i].second)) << p[i].first;
+    EXPECT_GT((r[i].second - p[i].second).abs().max().item<double>(), 1e-4) << p[i].first << ": the check cannot see lost moments";
+  }
+
+  Params bad{{"w", torch::ones({3}).requires_grad_(true)}, {"b", torch::ones({3}).requires_grad_(true)}};
+  distill::AdamW c(bad, cfg);
+  try {
+    c.load_state(s, "mem");
+    ADD_FAILURE() << "a state of another shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'w' has shape [2, 3], expected [3]"), std::string::npos) << e.what();
+  }
+  Params other{{"v", torch::ones({2, 3}).requires_grad_(true)}, {"b", torch::ones({3}).requires_grad_(true)}};
+  distill::AdamW d(other, cfg);
+  try {
+    d.load_state(s, "mem");
+    ADD_FAILURE() << "a state without parameter 'v' was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lacks parameter 'v'"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Optim, WarmupCosineSchedule) {

@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "instinct/common/error.h"
@@ -142,11 +143,32 @@ TEST(Vit, TimmInitResamplesPosEmbedAndIgnoresClassifier) {
   model::load_timm_vit(*t, test::fixture_dir("vit") + "/timm_tiny.pt");
   auto exp = io::load_object(test::fixture_dir("vit") + "/timm_tiny_expected.pt");
   EXPECT_LE((t->vit()->pos_embed - io::dict_get(exp, "pos_embed", "e").toTensor()).abs().max().item<double>(), 1e-5);
-  auto sd = model::state_dict(*t);
-  for (auto& kv : sd)
-    if (kv.first == "model.backbone.model.blocks.1.mlp.fc2.weight")
-      EXPECT_TRUE(torch::equal(kv.second, io::dict_get(exp, "blocks.1.mlp.fc2.weight", "e").toTensor()));
-  EXPECT_TRUE(torch::equal(sd.back().second, head_before));  // adapter head untouched
+  std::map<std::string, at::Tensor> sd;
+  for (auto& kv : model::state_dict(*t)) sd.emplace(kv.first, kv.second);
+  auto at_key = [&](const std::string& k) {  // a student tensor that must exist under this name
+    auto it = sd.find(k);
+    return it == sd.end() ? at::Tensor() : it->second;
+  };
+  const auto fc2 = at_key("model.backbone.model.blocks.1.mlp.fc2.weight");
+  ASSERT_TRUE(fc2.defined()) << "student has no model.backbone.model.blocks.1.mlp.fc2.weight";
+  EXPECT_TRUE(torch::equal(fc2, io::dict_get(exp, "blocks.1.mlp.fc2.weight", "e").toTensor()));
+  // Every other timm tensor lands, unchanged, under the student's prefix; the classifier is dropped.
+  auto src = io::dict_get(io::load_object(test::fixture_dir("vit") + "/timm_tiny.pt"), "model", "timm").toGenericDict();
+  int copied = 0;
+  for (const auto& kv : src) {
+    const std::string k = kv.key().toStringRef();
+    if (k == "pos_embed") continue;  // resampled, checked above
+    const auto got = at_key("model.backbone.model." + k);
+    if (k.rfind("head.", 0) == 0) {
+      EXPECT_FALSE(got.defined()) << k << ": the classifier must not be loaded";
+      continue;
+    }
+    ASSERT_TRUE(got.defined()) << "timm key " << k << " has no student tensor model.backbone.model." << k;
+    EXPECT_TRUE(torch::equal(got, kv.value().toTensor())) << k;
+    ++copied;
+  }
+  EXPECT_EQ(copied, 2 * 12 + 5);  // 2 blocks of 12 tensors; cls_token, patch_embed.proj.{weight,bias}, norm.{weight,bias}
+  EXPECT_TRUE(torch::equal(model::state_dict(*t).back().second, head_before));  // adapter head untouched
 }
 
 TEST(Vit, WrongArchitectureCheckpointIsAClearError) {
