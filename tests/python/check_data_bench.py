@@ -17,5 +17,7 @@ kv = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in lin
 assert int(kv["images"]) == 38, out.stdout  # 30 images: 8 batches (last has 2), then 2 more of epoch 1
 assert float(kv["images/s"]) > 0 and float(kv["peak RSS MiB"]) > 0, out.stdout
 bad = subprocess.run([str(binary), "loader", "--images", "/no/such/dir_abc"], capture_output=True, text=True)
-assert bad.returncode == 1 and "/no/such/dir_abc" in bad.stderr, (bad.returncode, bad.stderr)
+# a user error like every tool's: exit 2, one line "instinct-bench: error: ..." naming the folder
+assert bad.returncode == 2 and bad.stderr.startswith("instinct-bench: error: ") and "/no/such/dir_abc" in bad.stderr \
+    and bad.stderr.count("\n") == 1, (bad.returncode, bad.stderr)
 print("ok:", kv["images/s"], "images/s")
