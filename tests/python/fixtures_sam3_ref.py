@@ -34,7 +34,6 @@ import contextlib
 import functools
 import io
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -150,7 +149,6 @@ def run_matcher(m, matcher_mod, logits, boxes, tboxes):
 
 def loss_cases(mods, sam3_src, g):
     import torch
-    import torch.nn.functional as F
     matcher_mod, loss_fns, box_ops = mods["matcher"], mods["loss_fns"], mods["box_ops"]
     # SAM3's PyTorch focal-loss branch (its default is a Triton CUDA kernel of the same formula).
     loss_fns.sigmoid_focal_loss = functools.partial(loss_fns.sigmoid_focal_loss, triton=False)

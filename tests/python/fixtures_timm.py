@@ -24,7 +24,6 @@ pretrained=False and seeded random weights; everything runs in fp32 on the CPU.
   tokens, and resample_patch_embed on non-square kernels."""
 import argparse
 import json
-import math
 import os
 import pathlib
 import sys

@@ -81,6 +81,26 @@ std::string tmp_dir(const std::string& name) {
   return d.string();
 }
 
+// A student bundle made with instinct-merge bundle from the fixture bundle at `fx` and a 64 px
+// student (width 128, seed 5; heads = width / 64, as the trunk-file loader assumes) written to
+// <dir>/student.pt; the merged bundle is <dir>/out. Returns the merge options and the student.
+std::pair<instinct::merge::BundleMergeOptions, instinct::model::StudentTrunk> make_student_bundle(
+    const std::string& fx, const std::string& dir, const instinct::teacher::BundleInfo& info) {
+  instinct::model::VitConfig vc;
+  vc.preset = "custom"; vc.img_size = 64; vc.patch = 16; vc.width = 128; vc.depth = 2; vc.heads = 2;
+  vc.out_channels = info.trunk_channels; vc.out_grid = info.trunk_grid;
+  torch::manual_seed(5);
+  instinct::model::StudentTrunk student(vc);
+  student->eval();
+  instinct::model::save_trunk_file(dir + "/student.pt", *student);
+  instinct::merge::BundleMergeOptions o;
+  o.bundle = fx + "/bundle";
+  o.trunk = dir + "/student.pt";
+  o.output = dir + "/out";
+  instinct::merge::merge_bundle(o);
+  return {o, student};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------- SHA-256
@@ -414,19 +434,7 @@ TEST(BundleLoad, ToCudaRoundTrip) {
 
   // A student bundle: its trunk is the C++ ViT, moved with Module::to().
   const std::string dir = tmp_dir("student_cuda");
-  const auto& info = t.info();
-  instinct::model::VitConfig vc;
-  vc.preset = "custom"; vc.img_size = 64; vc.patch = 16; vc.width = 128; vc.depth = 2; vc.heads = 2;
-  vc.out_channels = info.trunk_channels; vc.out_grid = info.trunk_grid;
-  torch::manual_seed(5);
-  instinct::model::StudentTrunk student(vc);
-  student->eval();
-  instinct::model::save_trunk_file(dir + "/student.pt", *student);
-  instinct::merge::BundleMergeOptions o;
-  o.bundle = fx + "/bundle";
-  o.trunk = dir + "/student.pt";
-  o.output = dir + "/out";
-  instinct::merge::merge_bundle(o);
+  const auto o = make_student_bundle(fx, dir, t.info()).first;
   auto b = TeacherBundle::load(o.output);
   const auto want = b.trunk(r.at("pixels"));
   b.to(at::Device(at::kCUDA));
@@ -481,19 +489,9 @@ TEST(StudentBundle, CppTrunkRunsTheStudentAndOtherModulesAreCopied) {
   REQUIRE_FIXTURES();
   const std::string dir = tmp_dir("student");
   const auto info = instinct::teacher::read_bundle_info(fx + "/bundle");
-  instinct::model::VitConfig vc;
-  // heads = width / 64: trunk files do not store the head count; the loader assumes timm's 64-dim heads
-  vc.preset = "custom"; vc.img_size = 64; vc.patch = 16; vc.width = 128; vc.depth = 2; vc.heads = 2;
-  vc.out_channels = info.trunk_channels; vc.out_grid = info.trunk_grid;
-  torch::manual_seed(5);
-  instinct::model::StudentTrunk student(vc);
-  student->eval();
-  instinct::model::save_trunk_file(dir + "/student.pt", *student);
-  instinct::merge::BundleMergeOptions o;
-  o.bundle = fx + "/bundle";
-  o.trunk = dir + "/student.pt";
-  o.output = dir + "/out";
-  instinct::merge::merge_bundle(o);
+  auto made = make_student_bundle(fx, dir, info);
+  const auto& o = made.first;
+  auto& student = made.second;
   BundleLoadOptions lo;
   lo.modules = {"trunk", "detector_neck"};
   auto b = TeacherBundle::load(o.output, lo);
