@@ -1,4 +1,4 @@
-#include "instinct/common/assignment.h"
+#include "common/assignment.h"
 
 #include <algorithm>
 #include <cmath>

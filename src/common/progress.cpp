@@ -1,4 +1,4 @@
-#include "instinct/common/progress.h"
+#include "common/progress.h"
 
 #include <spdlog/spdlog.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "instinct/common/signals.h"
+#include "common/signals.h"
 
 #include <atomic>
 #include <csignal>

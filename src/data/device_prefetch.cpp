@@ -1,4 +1,4 @@
-#include "instinct/data/device_prefetch.h"
+#include "data/device_prefetch.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/Event.h>

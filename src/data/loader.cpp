@@ -18,7 +18,7 @@
 #endif
 
 #include "instinct/common/error.h"
-#include "instinct/common/random.h"
+#include "common/random.h"
 
 namespace instinct::data {
 

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "instinct/common/assignment.h"
+#include "common/assignment.h"
 #include "instinct/common/error.h"
 
 namespace instinct::distill {

@@ -22,7 +22,7 @@
 #include <thread>
 
 #include "instinct/common/error.h"
-#include "instinct/common/signals.h"
+#include "common/signals.h"
 
 namespace instinct::distill {
 namespace {
@@ -35,11 +35,6 @@ int env_int(const char* name, int fallback) {
   INSTINCT_CHECK(end && *end == '\0' && x >= 0 && x < (1 << 20), "environment variable ", name, "='", v,
                  "': expected a non-negative integer");
   return static_cast<int>(x);
-}
-
-std::string brief(const std::exception& e) {
-  std::string s = dynamic_cast<const c10::Error*>(&e) ? static_cast<const c10::Error&>(e).what_without_backtrace() : e.what();
-  return s.substr(0, s.find('\n'));
 }
 
 }  // namespace
@@ -72,7 +67,7 @@ struct Distributed::Impl {
       fn();
     } catch (const std::exception& e) {
       fail("rank ", rank, ": ", what, " failed (another rank exited, or none answered within ",
-           timeout.count() / 1000, " s): ", brief(e));
+           timeout.count() / 1000, " s): ", error_text(e));
     }
   }
 };
@@ -148,7 +143,7 @@ Distributed Distributed::connect(const DistributedConfig& cfg, int rank, int wor
     store = c10::make_intrusive<c10d::TCPStore>(addr, so);
   } catch (const std::exception& e) {
     fail("rank ", d.rank_, ": rendezvous at ", addr, ":", port, " with ", d.world_, " ranks failed within ",
-         cfg.timeout_s, " s: ", brief(e));
+         cfg.timeout_s, " s: ", error_text(e));
   }
   try {
     if (backend == "gloo") {
@@ -173,7 +168,7 @@ Distributed Distributed::connect(const DistributedConfig& cfg, int rank, int wor
     }
 #endif
   } catch (const std::exception& e) {
-    fail("rank ", d.rank_, ": creating the ", backend, " process group failed: ", brief(e));
+    fail("rank ", d.rank_, ": creating the ", backend, " process group failed: ", error_text(e));
   }
   d.impl_->store = store;
   d.impl_->timeout = timeout;

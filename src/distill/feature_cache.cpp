@@ -1,4 +1,4 @@
-#include "instinct/distill/feature_cache.h"
+#include "distill/feature_cache.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -7,7 +7,7 @@
 #include <tuple>
 
 #include "instinct/common/error.h"
-#include "instinct/compat.h"
+#include "compat.h"
 #include "instinct/model/vit.h"
 
 namespace instinct::distill {

@@ -4,9 +4,9 @@
 #include <cmath>
 #include <set>
 
-#include "instinct/common/assignment.h"
+#include "common/assignment.h"
 #include "instinct/common/error.h"
-#include "instinct/common/random.h"
+#include "common/random.h"
 
 namespace instinct::eval {
 

@@ -9,14 +9,14 @@
 
 #include "instinct/common/error.h"
 #include "instinct/common/device.h"
-#include "instinct/common/progress.h"
+#include "common/progress.h"
 #include "instinct/data/loader.h"
-#include "instinct/eval/overlay.h"
-#include "instinct/eval/postprocess.h"
-#include "instinct/eval/predictions.h"
-#include "instinct/eval/prompt_model.h"
+#include "eval/overlay.h"
+#include "eval/postprocess.h"
+#include "eval/predictions.h"
+#include "eval/prompt_model.h"
 #include "instinct/teacher/phrases.h"
-#include "instinct/eval/report.h"
+#include "eval/report.h"
 #include "instinct/io/atomic_file.h"
 
 namespace instinct::eval {
@@ -185,11 +185,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
     return std::make_pair(phrases.text.index_select(0, rows), phrases.pad.index_select(0, rows));
   };
 
-  data::PreprocessConfig pre;
-  pre.image_size = info.image_size;
-  pre.resize = info.resize;
-  pre.mean = info.pixel_mean;
-  pre.std = info.pixel_std;
+  const data::PreprocessConfig pre = teacher::preprocess_config(info);
   data::LoaderConfig lc;
   lc.batch_size = cfg.batch_size;
   lc.num_workers = cfg.workers;

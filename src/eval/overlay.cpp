@@ -1,4 +1,4 @@
-#include "instinct/eval/overlay.h"
+#include "eval/overlay.h"
 
 #include "instinct/common/error.h"
 #include "instinct/io/atomic_file.h"

@@ -1,19 +1,11 @@
-#include "instinct/eval/postprocess.h"
+#include "eval/postprocess.h"
 
 #include <torch/torch.h>
 
 #include "instinct/common/error.h"
+#include "common/tensor_ops.h"
 
 namespace instinct::eval {
-namespace {
-
-at::Tensor upsample(const at::Tensor& x, int h, int w) {
-  namespace F = torch::nn::functional;
-  return F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
-}
-
-}  // namespace
-
 at::Tensor concept_scores(const at::Tensor& logits, const at::Tensor& presence) {
   auto l = logits.dim() == 3 ? logits.squeeze(-1) : logits;
   INSTINCT_CHECK(l.dim() == 2 && presence.numel() == l.size(0), "concept_scores: expected logits (P,Q[,1]) and presence (P[,1]), got ",
@@ -24,8 +16,8 @@ at::Tensor concept_scores(const at::Tensor& logits, const at::Tensor& presence) 
 Rle mask_logits_to_rle(const at::Tensor& logits, const InputGeometry& g, MaskRule rule) {
   INSTINCT_CHECK(logits.dim() == 2, "mask_logits_to_rle: expected (M,M) logits, got ", logits.sizes());
   auto x = logits.to(torch::kFloat).unsqueeze(0).unsqueeze(0);
-  if (g.pad) x = upsample(x, g.S, g.S).narrow(2, 0, g.ch).narrow(3, 0, g.cw);
-  x = upsample(x, g.h, g.w).squeeze(0).squeeze(0);
+  if (g.pad) x = resize_bilinear(x, g.S, g.S).narrow(2, 0, g.ch).narrow(3, 0, g.cw);
+  x = resize_bilinear(x, g.h, g.w).squeeze(0).squeeze(0);
   auto m = (rule == MaskRule::sigmoid_half ? x.sigmoid() > 0.5 : x > 0).to(torch::kUInt8).contiguous().cpu();
   return rle_encode(m.data_ptr<uint8_t>(), g.h, g.w);
 }

@@ -1,4 +1,4 @@
-#include "instinct/eval/predictions.h"
+#include "eval/predictions.h"
 
 #include <filesystem>
 #include <fstream>

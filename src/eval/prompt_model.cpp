@@ -1,4 +1,4 @@
-#include "instinct/eval/prompt_model.h"
+#include "eval/prompt_model.h"
 
 #include <torch/torch.h>
 
@@ -6,7 +6,7 @@
 #include <set>
 
 #include "instinct/common/error.h"
-#include "instinct/eval/postprocess.h"
+#include "eval/postprocess.h"
 #include "instinct/model/trunk_io.h"
 
 namespace instinct::eval {
@@ -34,14 +34,7 @@ int64_t PromptModel::trunk_parameters() const {
 ImageFeatures PromptModel::encode(const at::Tensor& pixels) const {
   at::Tensor feats;
   if (student_) {
-    const int s = student_->config().img_size;
-    auto x = pixels.size(2) == s ? pixels
-                                 : torch::nn::functional::interpolate(
-                                       pixels, torch::nn::functional::InterpolateFuncOptions()
-                                                   .size(std::vector<int64_t>{s, s})
-                                                   .mode(torch::kBilinear)
-                                                   .align_corners(false));
-    feats = const_cast<model::StudentTrunkImpl&>(*student_).forward(x);
+    feats = const_cast<model::StudentTrunkImpl&>(*student_).forward_resized(pixels);
   } else {
     feats = bundle_->trunk(pixels);
   }

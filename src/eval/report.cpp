@@ -1,4 +1,4 @@
-#include "instinct/eval/report.h"
+#include "eval/report.h"
 
 #include <nlohmann/json.hpp>
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "instinct/common/error.h"
+#include "common/tensor_ops.h"
 #include "instinct/io/archive.h"
 #include "instinct/io/atomic_file.h"
 #include "instinct/io/safetensors.h"
@@ -51,12 +52,6 @@ bool allowed(const std::string& key, const std::vector<std::string>& allow) {
   for (const auto& a : allow)
     if (starts_with(key, a)) return true;
   return false;
-}
-
-std::string shape_str(at::IntArrayRef s) {
-  std::string r = "(";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
-  return r + ")";
 }
 
 // The student trunk, validated against the architecture its tensors imply: every key of that

@@ -6,7 +6,8 @@
 #include <map>
 
 #include "instinct/common/error.h"
-#include "instinct/compat.h"
+#include "common/tensor_ops.h"
+#include "compat.h"
 
 namespace instinct::model {
 namespace F = torch::nn::functional;
@@ -147,12 +148,11 @@ torch::Tensor StudentTrunkImpl::forward(const torch::Tensor& pixels) {
   const int g = cfg_.grid();
   auto t = vit_->forward_features(pixels).narrow(1, 1, g * g);
   auto f = head_->forward(t.transpose(1, 2).reshape({t.size(0), cfg_.width, g, g}));
-  if (g != cfg_.out_grid)
-    f = F::interpolate(f, F::InterpolateFuncOptions()
-                              .size(std::vector<int64_t>{cfg_.out_grid, cfg_.out_grid})
-                              .mode(torch::kBilinear)
-                              .align_corners(false));
-  return f;
+  return resize_bilinear(f, cfg_.out_grid, cfg_.out_grid);
+}
+
+torch::Tensor StudentTrunkImpl::forward_resized(const torch::Tensor& pixels) {
+  return forward(resize_bilinear(pixels, cfg_.img_size, cfg_.img_size));
 }
 
 void StudentTrunkImpl::train(bool on) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "instinct/common/error.h"
+#include "common/tensor_ops.h"
 #include "instinct/io/atomic_file.h"
 #include "instinct/io/sha256.h"
 #include "instinct/model/trunk_io.h"
@@ -25,13 +26,6 @@ std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
   return s;
 }
 
-std::string shape_str(at::IntArrayRef s) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << "]";
-  return os.str();
-}
 
 // One informative line out of a (possibly multi-line, backtrace-carrying) torch error message.
 std::string brief(const std::exception& e) {
@@ -295,6 +289,15 @@ BundleInfo read_bundle_info(const std::string& dir) {
   return b;
 }
 
+data::PreprocessConfig preprocess_config(const BundleInfo& info, const std::string& resize) {
+  data::PreprocessConfig pre;
+  pre.image_size = info.image_size;
+  pre.resize = resize.empty() ? info.resize : resize;
+  pre.mean = info.pixel_mean;
+  pre.std = info.pixel_std;
+  return pre;
+}
+
 struct TeacherBundle::Impl {
   BundleInfo info;
   c10::Device device = c10::Device(c10::kCPU);  // where the TorchScript modules were loaded
@@ -313,12 +316,7 @@ struct TeacherBundle::Impl {
   // Runs module `key` and unpacks a Tensor / tuple / list result into exactly `n` tensors.
   std::vector<at::Tensor> run(const std::string& key, std::vector<c10::IValue> inputs, size_t n) const {
     if (key == "trunk" && student) {
-      at::Tensor x = inputs.at(0).toTensor();
-      const int64_t S = student->config().img_size;
-      namespace F = torch::nn::functional;  // the same resize as the trainers' student input
-      if (x.size(2) != S || x.size(3) != S)
-        x = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{S, S}).mode(torch::kBilinear).align_corners(false));
-      return {student->forward(x)};
+      return {student->forward_resized(inputs.at(0).toTensor())};
     }
     auto& m = get(key);
     c10::IValue out;

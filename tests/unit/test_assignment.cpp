@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "instinct/common/assignment.h"
+#include "common/assignment.h"
 #include "instinct/common/error.h"
 #include "test_helpers.h"
 

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "instinct/compat.h"
+#include "compat.h"
 #include "instinct/distill/concept_loss.h"
 #include "instinct/distill/optim.h"
 #include "instinct/distill/run_utils.h"

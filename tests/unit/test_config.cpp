@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
+#include <sstream>
 
 #include "instinct/config/config.h"
 #include "instinct/teacher/phrases.h"
@@ -100,4 +102,42 @@ TEST(Config, EveryShippedConfigParses) {
     ++n;
   }
   EXPECT_GE(n, 4);
+}
+
+// Stage A and concept read the trainer's block from one declaration (distill::TrainerConfig): the
+// same keys with the same documentation, only the recipe defaults differ.
+TEST(Config, TrainersShareOneDocumentedBlock) {
+  distill::StageAConfig a;
+  distill::ConceptConfig c;
+  EXPECT_EQ(a.run_dir, "runs/stageA");
+  EXPECT_EQ(c.run_dir, "runs/concept");
+  EXPECT_EQ(a.batch_size, 8);
+  EXPECT_EQ(c.batch_size, 4);
+  EXPECT_TRUE(a.batchnorm_stats);
+  EXPECT_FALSE(c.batchnorm_stats);
+  auto lines = [](const std::string& yaml) {
+    std::map<std::string, std::string> m;  // top-level and nested lines by their text before ':'
+    std::istringstream in(yaml);
+    for (std::string l; std::getline(in, l);)
+      if (l.find(':') != std::string::npos) m[l.substr(0, l.find(':'))] += l + "\n";
+    return m;
+  };
+  c.run_dir = a.run_dir;
+  c.batch_size = a.batch_size;
+  c.batchnorm_stats = a.batchnorm_stats;
+  const auto la = lines(config::to_yaml(a)), lc = lines(config::to_yaml(c));
+  int shared = 0;
+  for (const char* k : {"run_dir", "device", "precision", "seed", "threads", "batch_size", "batchnorm_stats", "profile",
+                        "teacher", "  bundle", "student", "  img_size", "init", "  from", "data", "  eval_images",
+                        "optim", "  base_lr", "ema", "  decay", "eval", "  every", "checkpoint", "  keep_last", "log",
+                        "distributed", "  timeout_s"}) {
+    ASSERT_TRUE(la.count(k) && lc.count(k)) << k;
+    EXPECT_EQ(la.at(k), lc.at(k)) << k;
+    if (la.at(k).back() == '\n' && la.at(k).find(":\n") == std::string::npos)  // a leaf, not a block header
+      EXPECT_NE(la.at(k).find("# "), std::string::npos) << "undocumented: " << la.at(k);
+    ++shared;
+  }
+  EXPECT_EQ(shared, 27);
+  EXPECT_TRUE(la.count("cache") && !lc.count("cache"));
+  EXPECT_TRUE(lc.count("concepts") && !la.count("concepts"));
 }

@@ -16,7 +16,7 @@
 #include "instinct/common/error.h"
 #include "instinct/data/dataset.h"
 #include "instinct/data/image_ops.h"
-#include "instinct/data/device_prefetch.h"
+#include "data/device_prefetch.h"
 #include "instinct/data/loader.h"
 #include "test_helpers.h"
 

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "instinct/eval/prompt_model.h"
+#include "eval/prompt_model.h"
 
 using instinct::eval::fill_mask_holes;
 using instinct::eval::mask_stability;

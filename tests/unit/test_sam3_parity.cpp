@@ -39,7 +39,7 @@
 #include "instinct/distill/concept_loss.h"
 #include "instinct/eval/cgf1.h"
 #include "instinct/eval/coco.h"
-#include "instinct/eval/postprocess.h"
+#include "eval/postprocess.h"
 #include "instinct/io/archive.h"
 #include "test_helpers.h"
 

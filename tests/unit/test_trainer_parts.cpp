@@ -1,5 +1,5 @@
 // The training loop's pieces against independent Python references (tests/python/fixtures_trainer.py):
-// the Stage A feature loss and its valid-location mask, the step plan and LR schedule, the resumed
+// the feature loss (Stage A, concept's trunk regulariser) and its valid-location mask, the step plan and LR schedule, the resumed
 // epoch position; and the run directory's checkpoint keeper and metrics log.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -10,7 +10,8 @@
 
 #include "instinct/distill/optim.h"
 #include "instinct/distill/run_utils.h"
-#include "instinct/distill/stage_a.h"
+#include "instinct/distill/feature_loss.h"
+#include "instinct/distill/trainer.h"
 #include "instinct/io/archive.h"
 #include "instinct/model/vit.h"
 #include "test_helpers.h"
@@ -50,12 +51,12 @@ TEST(TrainerParts, StageALossAndValidMaskMatchPyTorch) {
       EXPECT_GT(want.logical_not().sum().item<int64_t>(), 0) << name;
       ++masked;
     }
-    LossConfig cfg;
+    FeatureLossConfig cfg;
     const auto w = get(c, "w");
     cfg.w_cos = w[0].item<double>();
     cfg.w_mse = w[1].item<double>();
     auto s = get(c, "student").clone().requires_grad_(true);
-    const auto l = stage_a_loss(s, get(c, "teacher"), valid, cfg);
+    const auto l = feature_loss(s, get(c, "teacher"), valid, cfg);
     EXPECT_NEAR(l.cos_term.item<double>(), get(c, "cos_term").item<double>(), 1e-6) << name;
     EXPECT_NEAR(l.mse_term.item<double>() / get(c, "mse_term").item<double>(), 1.0, 1e-6) << name;
     EXPECT_NEAR(l.total.item<double>() / get(c, "total").item<double>(), 1.0, 1e-6) << name;

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "instinct/common/error.h"
-#include "instinct/compat.h"
+#include "compat.h"
 #include "instinct/io/archive.h"
 #include "instinct/model/trunk_io.h"
 #include "instinct/model/vit.h"

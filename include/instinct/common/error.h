@@ -32,6 +32,10 @@ template <typename... Args>
   throw Error(detail::str_cat(args...));
 }
 
+/// The first line of an exception's message, without LibTorch's C++ backtrace (for one-line errors
+/// that wrap a library failure).
+std::string error_text(const std::exception& e);
+
 }  // namespace instinct
 
 /// User-error check: INSTINCT_CHECK(cond, "file ", path, ": expected ...").

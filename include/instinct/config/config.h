@@ -1,12 +1,15 @@
 #pragma once
 // Configuration as plain structs bound to YAML.
 //
-// Every config struct lists its fields once in a `visit` member template:
+// Every config struct lists its fields once in a `visit` member template, whose string is the
+// field's one documentation line (shown by --print-config; no `///<` copy beside the field):
 //
 //   struct OptimConfig {
-//     double lr = 1e-3;  ///< peak learning rate at the base batch
+//     double lr = 1e-3;
 //     template <class V> void visit(V& v) { v("lr", lr, "peak learning rate at the base batch"); }
 //   };
+//
+// A config may derive from another and visit the base's keys first (distill::TrainerConfig).
 //
 // From that single list the framework reads YAML (rejecting unknown keys and naming the nearest
 // valid one), applies `key.sub=value` command-line overrides (the right-hand side parsed as YAML),

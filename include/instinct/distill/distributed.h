@@ -17,10 +17,10 @@ namespace instinct::distill {
 
 /// Distributed settings (the `distributed:` config section).
 struct DistributedConfig {
-  std::string backend = "auto";  ///< auto (nccl on CUDA when built with it, else gloo) | gloo | nccl
-  int timeout_s = 300;           ///< give up on a collective (or the rendezvous) after this long
-  bool overlap = true;           ///< all-reduce gradient buckets during backward (false: all after it)
-  double bucket_mb = 25;         ///< gradient bucket size in MiB
+  std::string backend = "auto";
+  int timeout_s = 300;
+  bool overlap = true;
+  double bucket_mb = 25;
   template <class V>
   void visit(V& v) {
     v("backend", backend, "auto | gloo | nccl (rank/world from RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)");

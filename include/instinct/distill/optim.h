@@ -13,21 +13,21 @@ namespace instinct::distill {
 
 /// Optimiser and schedule settings (EfficientSAM3 stage-1 defaults, see docs/stageA.md).
 struct OptimConfig {
-  double base_lr = 1e-3;        ///< peak LR at base_batch; scaled by global_batch / base_batch
-  int base_batch = 512;         ///< batch size base_lr refers to
-  double weight_decay = 0.01;   ///< decoupled weight decay (not on 1-D params, biases, pos/cls embeddings)
-  double beta1 = 0.9;           ///< AdamW beta1
-  double beta2 = 0.999;         ///< AdamW beta2
-  double eps = 1e-8;            ///< AdamW epsilon
-  double warmup_lr = 1e-6;      ///< LR at step 0 (linear warm-up from here to the peak)
-  double min_lr = 1e-5;         ///< LR at the end of the cosine decay
-  double epochs = 50;           ///< training length in epochs (ignored when max_steps > 0)
-  double warmup_epochs = 5;     ///< warm-up length in epochs (ignored when warmup_steps > 0)
-  int64_t max_steps = 0;        ///< optimizer steps to run; 0 = derive from epochs
-  int64_t warmup_steps = 0;     ///< warm-up steps; 0 = derive from warmup_epochs
-  double grad_clip = 5.0;       ///< clip the global gradient norm to this (0 = off)
-  int accum_steps = 1;          ///< micro-batches accumulated per optimizer step
-  std::string kernel = "auto";  ///< AdamW/clip/EMA kernels: auto | fused | foreach | loop
+  double base_lr = 1e-3;
+  int base_batch = 512;
+  double weight_decay = 0.01;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double warmup_lr = 1e-6;
+  double min_lr = 1e-5;
+  double epochs = 50;
+  double warmup_epochs = 5;
+  int64_t max_steps = 0;
+  int64_t warmup_steps = 0;
+  double grad_clip = 5.0;
+  int accum_steps = 1;
+  std::string kernel = "auto";
   template <class V>
   void visit(V& v) {
     v("base_lr", base_lr, "peak LR at base_batch, scaled linearly by global batch / base_batch");
@@ -36,14 +36,14 @@ struct OptimConfig {
     v("beta1", beta1, "AdamW beta1");
     v("beta2", beta2, "AdamW beta2");
     v("eps", eps, "AdamW epsilon");
-    v("warmup_lr", warmup_lr, "LR at step 0 of the linear warm-up");
+    v("warmup_lr", warmup_lr, "LR at step 0 (linear warm-up from here to the peak)");
     v("min_lr", min_lr, "LR at the end of the cosine decay");
-    v("epochs", epochs, "training length in epochs (when max_steps is 0)");
-    v("warmup_epochs", warmup_epochs, "warm-up length in epochs (when warmup_steps is 0)");
-    v("max_steps", max_steps, "optimizer steps to run; 0 = from epochs");
-    v("warmup_steps", warmup_steps, "warm-up steps; 0 = from warmup_epochs");
-    v("grad_clip", grad_clip, "global gradient-norm clip (0 = off)");
-    v("accum_steps", accum_steps, "micro-batches per optimizer step");
+    v("epochs", epochs, "training length in epochs (ignored when max_steps > 0)");
+    v("warmup_epochs", warmup_epochs, "warm-up length in epochs (ignored when warmup_steps > 0)");
+    v("max_steps", max_steps, "optimizer steps to run; 0 = derive from epochs");
+    v("warmup_steps", warmup_steps, "warm-up steps; 0 = derive from warmup_epochs");
+    v("grad_clip", grad_clip, "clip the global gradient norm to this (0 = off)");
+    v("accum_steps", accum_steps, "micro-batches accumulated per optimizer step");
     v("kernel", kernel, "auto (CUDA: fused AdamW with torch >= 2.1, else foreach; CPU: loop) | fused | foreach (multi-tensor) | loop (per parameter)");
   }
 };
@@ -109,13 +109,13 @@ at::Tensor clip_grad_norm(const std::vector<std::pair<std::string, at::Tensor>>&
 
 /// EMA settings.
 struct EmaConfig {
-  bool enabled = false;   ///< keep an exponential moving average of the student weights
-  double decay = 0.9998;  ///< final decay (horizon ~ 1/(1-decay) steps)
-  bool warmup = true;     ///< timm-style warm-up: d_k = min(decay, 1 - (1 + k)^(-3/4))
+  bool enabled = false;
+  double decay = 0.9998;
+  bool warmup = true;
   template <class V>
   void visit(V& v) {
     v("enabled", enabled, "keep an EMA of the student weights (evaluated and saved separately)");
-    v("decay", decay, "final EMA decay");
+    v("decay", decay, "final decay (horizon ~ 1/(1-decay) steps)");
     v("warmup", warmup, "timm-style warm-up of the decay: min(decay, 1 - (1+k)^-0.75)");
   }
 };

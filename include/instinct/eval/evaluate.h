@@ -11,31 +11,31 @@ namespace instinct::eval {
 
 /// Everything `instinct-eval --config FILE` reads.
 struct EvalConfig {
-  std::string annotations;                ///< COCO instances json (e.g. instances_val2017.json)
-  std::string images;                     ///< folder holding the images' file_name entries
-  std::string teacher;                    ///< teacher bundle directory (also provides the students' heads)
-  std::vector<std::string> students;      ///< student trunk files, "NAME=PATH" or "PATH" (name = file stem)
-  std::vector<std::string> predictions;   ///< results files "NAME=PATH" or "PATH": scored instead of models
-  std::vector<std::string> prompts{"concept", "box", "point"};  ///< prompt modes to evaluate
+  std::string annotations;
+  std::string images;
+  std::string teacher;
+  std::vector<std::string> students;
+  std::vector<std::string> predictions;
+  std::vector<std::string> prompts{"concept", "box", "point"};
   ProtocolConfig protocol;
-  std::string output = "runs/eval";       ///< output directory (report.json, overlays/)
-  int overlays = 0;                       ///< overlay PNGs for the first K evaluated images (needs images)
-  std::string device = "auto";            ///< auto | cpu | cuda | cuda:N
-  int batch_size = 4;                     ///< images per trunk forward
-  int workers = 2;                        ///< image decoding threads
-  int threads = 0;                        ///< CPU intra-op threads; 0 = all cores
-  std::string progress = "auto";          ///< auto | bar | lines | off
+  std::string output = "runs/eval";
+  int overlays = 0;
+  std::string device = "auto";
+  int batch_size = 4;
+  int workers = 2;
+  int threads = 0;
+  std::string progress = "auto";
   template <class V>
   void visit(V& v) {
-    v("annotations", annotations, "COCO instances json");
+    v("annotations", annotations, "COCO instances json (e.g. instances_val2017.json)");
     v("images", images, "image folder for the json's file_name entries");
-    v("teacher", teacher, "teacher bundle directory (heads shared by every student)");
+    v("teacher", teacher, "teacher bundle directory (also provides the students' heads)");
     v("students", students, "student trunk files: NAME=PATH or PATH");
     v("predictions", predictions, "results files (NAME=PATH or PATH) to score instead of models");
     v("prompts", prompts, "prompt modes: concept, box, point");
     v("protocol", protocol, "");
     v("output", output, "output directory for report.json and overlays/");
-    v("overlays", overlays, "overlay PNGs for the first K images (0 = none)");
+    v("overlays", overlays, "overlay PNGs for the first K evaluated images (needs images)");
     v("device", device, "auto | cpu | cuda | cuda:N");
     v("batch_size", batch_size, "images per trunk forward");
     v("workers", workers, "image decoding threads");

@@ -26,32 +26,32 @@ namespace instinct::model {
 
 /// Architecture of the student trunk (ViT + adapter head + output resize).
 struct VitConfig {
-  std::string preset = "vit_base";  ///< vit_base | vit_base_1152 | vit_tiny | vit_small | custom (fields below)
-  int img_size = 1008;              ///< input resolution (square); must be a multiple of patch
-  int patch = 16;                   ///< patch size
-  int width = 768;                  ///< embedding width
-  int depth = 12;                   ///< number of transformer blocks
-  int heads = 12;                   ///< attention heads (width must divide evenly)
-  double mlp_ratio = 4.0;           ///< MLP hidden = width * mlp_ratio
-  double ln_eps = 1e-6;             ///< LayerNorm epsilon (timm ViT: 1e-6)
-  int out_channels = 0;             ///< adapter output channels (0 = the teacher's trunk channels)
-  int out_grid = 0;                 ///< output grid after resize (0 = the teacher's trunk grid)
-  bool grad_checkpointing = false;  ///< recompute each block in backward to save activation memory
+  std::string preset = "vit_base";
+  int img_size = 1008;
+  int patch = 16;
+  int width = 768;
+  int depth = 12;
+  int heads = 12;
+  double mlp_ratio = 4.0;
+  double ln_eps = 1e-6;
+  int out_channels = 0;
+  int out_grid = 0;
+  bool grad_checkpointing = false;
 
   int grid() const { return img_size / patch; }
   template <class V>
   void visit(V& v) {
-    v("preset", preset, "vit_base | vit_base_1152 | vit_tiny | vit_small | custom");
-    v("img_size", img_size, "input resolution (square), multiple of patch");
+    v("preset", preset, "vit_base | vit_base_1152 | vit_tiny | vit_small | custom (fields below)");
+    v("img_size", img_size, "input resolution (square); must be a multiple of patch");
     v("patch", patch, "patch size");
     v("width", width, "embedding width");
     v("depth", depth, "number of transformer blocks");
-    v("heads", heads, "attention heads");
+    v("heads", heads, "attention heads (width must divide evenly)");
     v("mlp_ratio", mlp_ratio, "MLP hidden = width * mlp_ratio");
-    v("ln_eps", ln_eps, "LayerNorm epsilon");
-    v("out_channels", out_channels, "adapter output channels; 0 = teacher trunk channels");
-    v("out_grid", out_grid, "output grid after resize; 0 = teacher trunk grid");
-    v("grad_checkpointing", grad_checkpointing, "recompute blocks in backward to save memory");
+    v("ln_eps", ln_eps, "LayerNorm epsilon (timm ViT: 1e-6)");
+    v("out_channels", out_channels, "adapter output channels (0 = the teacher's trunk channels)");
+    v("out_grid", out_grid, "output grid after resize (0 = the teacher's trunk grid)");
+    v("grad_checkpointing", grad_checkpointing, "recompute each block in backward to save activation memory");
   }
 };
 
@@ -115,6 +115,9 @@ struct StudentTrunkImpl : torch::nn::Module {
   explicit StudentTrunkImpl(const VitConfig& cfg);
   /// pixels (B,3,S,S), normalised -> features (B,out_channels,out_grid,out_grid).
   torch::Tensor forward(const torch::Tensor& pixels);
+  /// forward() of pixels (B,3,S',S') of any size, bilinearly resized to img_size first (how the
+  /// trainers, the evaluator and a student-trunk bundle feed it the teacher's input).
+  torch::Tensor forward_resized(const torch::Tensor& pixels);
   VisionTransformer vit() const { return vit_; }
   const VitConfig& config() const { return cfg_; }
   /// Train/eval mode; with frozen BatchNorm statistics the adapter's BatchNorm stays in eval mode

@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "instinct/data/image_ops.h"
+
 namespace instinct::teacher {
 
 /// The module keys a bundle may hold, in canonical order.
@@ -79,6 +81,10 @@ struct BundleInfo {
 /// type or range, or violates a cross-field rule (G*P == S, M == 4G, D divisible by 8, sha256 is 64 hex
 /// characters, module keys from bundle_module_keys()). Does not touch the module files.
 BundleInfo read_bundle_info(const std::string& dir);
+
+/// The image preprocessing a bundle expects (its input size, resize mode, pixel mean and std);
+/// `resize`, when not empty, replaces the bundle's resize mode.
+data::PreprocessConfig preprocess_config(const BundleInfo& info, const std::string& resize = "");
 
 /// What TeacherBundle::load() loads and checks.
 struct BundleLoadOptions {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "instinct/eval/coco.h"
-#include "instinct/eval/report.h"
+#include "eval/report.h"
 
 namespace instinct::eval {
 
