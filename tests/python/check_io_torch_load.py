@@ -164,7 +164,8 @@ def main():
         run_cpp_writer(out)
         files = [("cpp_nested.pt", expected_nested(), True),
                  ("cpp_nested_no_floats.pt", expected_nested_no_floats(), False),
-                 ("cpp_instinct_like.pt", expected_instinct_like(), False)]
+                 ("cpp_instinct_like.pt", expected_instinct_like(), False),
+                 ("cpp_instinct_like_zip64.pt", expected_instinct_like(), False)]
         for name, want, floats in files:
             got = load_weights_only(c, out / name, name, floats)
             if got is not None:

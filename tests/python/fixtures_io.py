@@ -152,16 +152,18 @@ with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(out / "cuda_saved.pt", "w", zi
         zout.writestr(item.filename, data)
 ref["cuda_saved.pt"] = describe("cuda_saved.pt", cuda_obj)
 
-# 5. files C++ must reject with a specific message (no reference values needed)
-torch.save(sd, out / "ordered_dict.pt")                                   # raw model.state_dict()
-torch.save({"trunk": sd, "backbone": "vit_base"}, out / "nested_ordered_dict.pt")
-torch.save({"a": rnd(2), "b": collections.OrderedDict()}, out / "empty_ordered_dict.pt")
-torch.save(sd, out / "ordered_dict_p4.pt", pickle_protocol=4)
+# 5. what LibTorch's own unpickler cannot read but ours does: OrderedDicts (raw model.state_dict()),
+#    nn.Parameter, pickle protocol 4; then files C++ must reject with a specific message (no
+#    reference values needed)
+save("ordered_dict.pt", sd)
+save("nested_ordered_dict.pt", {"trunk": sd, "backbone": "vit_base"})
+save("empty_ordered_dict.pt", {"a": rnd(2), "b": collections.OrderedDict()})
+save("ordered_dict_p4.pt", sd, pickle_protocol=4)
 torch.save({"w": rnd(2)}, out / "legacy.pt", _use_new_zipfile_serialization=False)
 torch.save({"x": np.float64(1.5)}, out / "numpy_scalar.pt")
-torch.save({"w": torch.nn.Parameter(rnd(2))}, out / "parameter.pt")
+save("parameter.pt", {"w": torch.nn.Parameter(rnd(2))})
 torch.save([rnd(2), 3], out / "top_level_list.pt")
-torch.save({"w": rnd(2, 3), "name": "p4", "n": 4}, out / "protocol4.pt", pickle_protocol=4)
+save("protocol4.pt", {"w": rnd(2, 3), "name": "p4", "n": 4}, pickle_protocol=4)
 (out / "not_torch.pt").write_bytes(b"hello, this is not a checkpoint\n")
 
 
@@ -197,7 +199,8 @@ ref["weights.safetensors"] = describe("weights.safetensors", {k: st[k] for k in 
 # 7. SETITEM / APPEND: Python's pickler writes SETITEM (not MARK ... SETITEMS) for a dict with
 #    exactly one item and APPEND for a one-element list; the pure-Python pickler (pickle._Pickler)
 #    also writes them for a trailing single item after full batches of 1000 (C's _pickle writes
-#    another MARK ... SETITEMS batch instead). LibTorch 1.13 implements neither opcode.
+#    another MARK ... SETITEMS batch instead). LibTorch 1.13's unpickler implements neither opcode;
+#    ours must.
 import pickle, types
 py_pickle = types.ModuleType("py_pickle")  # torch.save(pickle_module=...) with the pure-Python pickler
 py_pickle.Pickler = pickle._Pickler

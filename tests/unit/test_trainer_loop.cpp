@@ -210,6 +210,15 @@ TEST(TrainerLoop, FakeRecipeCadenceAveragingAndHooks) {
     return v;
   }();
   EXPECT_LT(ev.back(), ev.front() * 0.9);
+  // Both students moved away from the initial weights (the trainer seeds torch, then builds the student).
+  torch::manual_seed(0);
+  model::StudentTrunk init(r.cfg_.student);
+  const auto init_w = model::state_dict(*init);
+  const std::string qkv = "model.backbone.model.blocks.0.attn.qkv.weight";
+  const auto w0 = std::find_if(init_w.begin(), init_w.end(), [&](const auto& kv) { return kv.first == qkv; });
+  ASSERT_NE(w0, init_w.end());
+  EXPECT_FALSE(torch::allclose(trunk_tensor(run + "/trunk.pt", qkv), w0->second));
+  EXPECT_FALSE(torch::allclose(trunk_tensor(run + "/trunk_ema.pt", qkv), w0->second));
   // Checkpoints every 3 steps and at the end (and on each new best), the last two kept, best.pt.
   ASSERT_FALSE(r.checkpoint_steps.empty());
   EXPECT_EQ(r.checkpoint_steps.back(), 7);

@@ -1,12 +1,15 @@
 #pragma once
-// Lazy reading and streaming writing of torch.save zip archives, for multi-GB checkpoints
+// The torch.save zip container: lazy reading and streaming writing, for multi-GB checkpoints
 // (SAM3's ~3.4 GB sam3.pt) where loading everything at once is not an option.
 //
-// Reading parses `data.pkl` with our own pickle interpreter (the subset torch.save emits: protocol
-// 2 opcodes, dicts incl. collections.OrderedDict with their `_metadata`, lists, tuples, scalars,
-// strings, tensors via torch._utils._rebuild_tensor_v2 / _rebuild_parameter) into a tree whose
-// tensors are references to storage records; no tensor data is read until asked for. Unlike
-// LibTorch's unpickler it reads raw `model.state_dict()` (OrderedDict) files.
+// Which API to use: io::load_object / io::save_object (archive.h) for small dicts handled whole as
+// c10::IValue; LazyArchive / ArchiveWriter here for large archives, or to copy tensors between
+// archives without decoding them. load_object and save_object are built on these two classes, and
+// both read and write `data.pkl` with the one pickle implementation in pickle.h (PyValue tree).
+//
+// Reading opens the zip, checks it is a torch.save file and parses data.pkl into a PyValue tree
+// whose tensors are references to storage records; no tensor data is read until asked for. Raw
+// `model.state_dict()` files (OrderedDict) read like plain dicts.
 //
 // Writing produces a zip that `torch.load(path, weights_only=True)` reads (torch 1.13 and 2.x):
 // stored (uncompressed) records aligned to 64 bytes, fixed timestamps (the same input gives the same
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "instinct/io/archive.h"
+#include "instinct/io/pickle.h"
 
 namespace caffe2::serialize {
 class PyTorchStreamReader;
@@ -33,61 +37,13 @@ namespace instinct::io {
 
 class AtomicFile;
 
-/// A tensor inside an archive: which storage record holds it and how it is laid out there.
-struct TensorRef {
-  std::string storage;          ///< storage key (record `data/<key>`)
-  at::ScalarType dtype = at::kFloat;
-  std::string location = "cpu"; ///< device the tensor was saved from (informational)
-  int64_t storage_numel = 0;    ///< elements in the storage
-  int64_t offset = 0;           ///< storage offset in elements
-  std::vector<int64_t> sizes, strides;
-  bool requires_grad = false;
-  /// Bytes the tensor's own elements occupy (numel * element size).
-  int64_t nbytes() const;
-};
-
-/// A value of the unpickled object tree.
-struct PyValue;
-using PyPtr = std::shared_ptr<PyValue>;
-struct PyValue {
-  enum class Kind { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Tensor, Global, Storage, Object };
-  Kind kind = Kind::None;
-  bool b = false;
-  int64_t i = 0;
-  double f = 0;
-  std::string s;                              ///< Str/Bytes contents; Global/Object: "module.name"
-  std::vector<PyPtr> items;                   ///< Tuple/List elements; Object: constructor arguments
-  std::vector<std::pair<PyPtr, PyPtr>> dict;  ///< Dict entries in insertion order (duplicates kept)
-  TensorRef tensor;                           ///< Tensor; Storage uses storage/dtype/location/storage_numel
-
-  static PyPtr none();
-  static PyPtr boolean(bool v);
-  static PyPtr integer(int64_t v);
-  static PyPtr real(double v);
-  static PyPtr str(std::string v);
-  static PyPtr make_dict();
-  static PyPtr make_list(std::vector<PyPtr> v);
-  static PyPtr make_tuple(std::vector<PyPtr> v);
-  static PyPtr make_tensor(TensorRef r);
-  bool is_str() const { return kind == Kind::Str; }
-  bool is_dict() const { return kind == Kind::Dict; }
-  bool is_tensor() const { return kind == Kind::Tensor; }
-  /// dict[key] for a string key, nullptr if absent (first occurrence).
-  PyPtr get(const std::string& key) const;
-  /// Python-style type name for messages ("dict", "tensor", "str", ...).
-  std::string type_name() const;
-};
-
-/// Storage class name written by torch.save for a dtype ("FloatStorage", ...) and back.
-std::string storage_class_name(at::ScalarType dtype);
-
 /// A torch.save archive opened for lazy access.
 class LazyArchive {
  public:
   /// Opens and parses data.pkl. Throws instinct::Error (one line naming `path`) for a missing file,
-  /// a directory, a file that is not a zip or is truncated/corrupt, a TorchScript archive, a pickle
-  /// it cannot interpret (names the opcode or the Python class), or a tensor whose storage record
-  /// is missing or too small.
+  /// a directory, an empty file, a legacy (pre-1.6) torch.save file or a plain pickle, a file that
+  /// is not a zip or is truncated/corrupt, a TorchScript archive, or a data.pkl that unpickle()
+  /// rejects (pickle.h). Python classes it does not know stay in the tree as Global/Object nodes.
   explicit LazyArchive(const std::string& path);
   ~LazyArchive();
   LazyArchive(const LazyArchive&) = delete;
@@ -97,7 +53,8 @@ class LazyArchive {
   const PyPtr& root() const { return root_; }
   /// Bytes of storage record `data/<key>` (whole record; one at a time keeps memory bounded).
   std::pair<std::shared_ptr<void>, size_t> storage_bytes(const std::string& key) const;
-  /// The tensor's values (CPU, its own storage, laid out as saved).
+  /// The tensor's values (CPU, its own storage, laid out as saved, requires_grad not set). Throws
+  /// instinct::Error naming the file if the storage record is missing or too small.
   at::Tensor load(const TensorRef& ref) const;
 
  private:
@@ -116,7 +73,8 @@ class ArchiveWriter {
   ArchiveWriter(const ArchiveWriter&) = delete;
   ArchiveWriter& operator=(const ArchiveWriter&) = delete;
 
-  /// A tensor node whose values are written now from `t` (detached, CPU, contiguous copy).
+  /// A tensor node whose values are written now from `t` (detached, CPU, contiguous copy) into a
+  /// new storage record holding only its elements.
   PyPtr add_tensor(const at::Tensor& t);
   /// A tensor node that reuses `ref`'s storage record from `src`, copied byte for byte the first
   /// time that (archive, storage) pair is used; views sharing a storage keep sharing it.
@@ -151,9 +109,5 @@ class ArchiveWriter {
 /// `what` (e.g. "ckpt.pt ['trunk']") and the first offending key: a non-string key, a non-tensor
 /// value, a key that occurs twice.
 TensorList load_tensor_dict(const LazyArchive& src, const PyPtr& dict, const std::string& what);
-
-/// Serialises an object tree as a protocol-2 pickle the way torch.save does (tensors become
-/// persistent storage references). Exposed for tests.
-std::string pickle_object(const PyPtr& root);
 
 }  // namespace instinct::io
