@@ -3,7 +3,11 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -15,11 +19,109 @@
 #include "instinct/common/error.h"
 #include "instinct/io/archive.h"
 #include "instinct/io/atomic_file.h"
+#include "instinct/io/sha256.h"
 #include "instinct/model/trunk_io.h"
 #include "instinct/teacher/bundle.h"
 
 namespace instinct::distill {
 namespace fs = std::filesystem;
+
+namespace {
+
+// Step checkpoints of a run directory, oldest first.
+std::vector<std::string> step_checkpoints(const std::string& run_dir) {
+  std::vector<std::string> out;
+  const std::string dir = run_dir + "/checkpoints";
+  if (!fs::is_directory(dir)) return out;
+  static const std::regex name("step_[0-9]+\\.pt");
+  for (const auto& e : fs::directory_iterator(dir))
+    if (std::regex_match(e.path().filename().string(), name)) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Temporary files of writers that died mid-write (AtomicFile's `<name>.tmp.<pid>`, best.pt.tmp).
+void remove_stale_temporaries(const std::string& run_dir) {
+  static const std::regex tmp(".*\\.tmp\\.([0-9]+)");
+  int removed = 0;
+  for (const std::string& dir : {run_dir, run_dir + "/checkpoints"}) {
+    if (!fs::is_directory(dir)) continue;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      std::smatch m;
+      bool stale = name == "best.pt.tmp";
+      if (std::regex_match(name, m, tmp)) {
+        const long pid = std::stol(m[1].str());
+        stale = pid != long(::getpid()) && ::kill(pid_t(pid), 0) != 0 && errno == ESRCH;
+      }
+      std::error_code ec;
+      if (stale && e.is_regular_file(ec) && fs::remove(e.path(), ec)) {
+        spdlog::warn("removed {}, left by a writer that was killed mid-write", e.path().string());
+        ++removed;
+      }
+    }
+  }
+}
+
+void digest_value(io::Sha256& h, const c10::IValue& v) {
+  auto text = [&](const std::string& s) {
+    const uint64_t n = s.size();
+    h.update(&n, sizeof n);
+    h.update(s);
+  };
+  if (v.isGenericDict()) {
+    text("dict");
+    for (const auto& kv : v.toGenericDict()) {
+      if (kv.key().isString() && kv.key().toStringRef() == "checksum") continue;
+      digest_value(h, kv.key());
+      digest_value(h, kv.value());
+    }
+  } else if (v.isList()) {
+    text("list");
+    for (const auto& x : v.toListRef()) digest_value(h, x);
+  } else if (v.isTuple()) {
+    text("tuple");
+    for (const auto& x : v.toTupleRef().elements()) digest_value(h, x);
+  } else if (v.isTensor()) {
+    const auto t = v.toTensor().cpu().contiguous();
+    text(std::string("tensor ") + c10::toString(t.scalar_type()));
+    for (auto s : t.sizes()) h.update(&s, sizeof s);
+    h.update(t.data_ptr(), t.nbytes());
+  } else if (v.isString()) {
+    text("str " + v.toStringRef());
+  } else if (v.isInt()) {
+    const int64_t i = v.toInt();
+    text("int");
+    h.update(&i, sizeof i);
+  } else if (v.isDouble()) {
+    const double d = v.toDouble();
+    text("float");
+    h.update(&d, sizeof d);
+  } else if (v.isBool()) {
+    text(v.toBool() ? "true" : "false");
+  } else {
+    text(v.isNone() ? "none" : v.tagKind());
+  }
+}
+
+}  // namespace
+
+std::string checkpoint_digest(const c10::IValue& checkpoint) {
+  io::Sha256 h;
+  digest_value(h, checkpoint);
+  return "sha256:" + h.hex_digest();
+}
+
+c10::IValue read_checkpoint(const std::string& path) {
+  auto obj = io::load_object(path);
+  const auto& d = obj.toGenericDict();
+  if (d.contains("checksum")) {
+    const std::string want = d.at("checksum").toStringRef(), got = checkpoint_digest(obj);
+    INSTINCT_CHECK(got == want, path, ": checksum mismatch (stored ", want.substr(0, 19), "..., contents ",
+                   got.substr(0, 19), "...): the file was altered or damaged after it was written");
+  }
+  return obj;
+}
 
 RunContext RunContext::open(const std::string& dir, const std::string& device, const std::string& precision,
                             int threads, const std::string& resume) {
@@ -33,14 +135,20 @@ RunContext RunContext::open(const std::string& dir, const std::string& device, c
     INSTINCT_CHECK(rc.device.is_cuda(), "precision bf16 needs a CUDA device (device is ", rc.device.str(), ")");
     rc.autocast = true;
   } else INSTINCT_CHECK(precision == "fp32", "precision '", precision, "' is unknown; valid: auto, fp32, bf16");
+  remove_stale_temporaries(dir);
   const std::string latest = latest_checkpoint(dir);
-  if (resume == "auto") rc.resume_from = latest;
+  if (resume == "auto") {
+    rc.resume_candidates = step_checkpoints(dir);
+    std::reverse(rc.resume_candidates.begin(), rc.resume_candidates.end());
+    rc.resume_from = latest;
+  }
   else if (resume == "never") {
     INSTINCT_CHECK(latest.empty(), "run_dir '", dir, "' already holds checkpoint ", latest,
                    "; set checkpoint.resume=auto to continue it or choose another run_dir");
   } else {
     INSTINCT_CHECK(fs::exists(resume), "checkpoint.resume: file '", resume, "' does not exist");
     rc.resume_from = resume;
+    rc.resume_candidates = {resume};
   }
   const char* wait = std::getenv("OMP_WAIT_POLICY");
   spdlog::info("run dir {} | device {} | precision {} | {} CPU threads (OMP_WAIT_POLICY {})", dir, rc.device.str(),
@@ -118,9 +226,10 @@ void CheckpointKeeper::save(const TrainState& st, model::StudentTrunkImpl& stude
   d.insert("config", config_yaml);
   if (!heads.empty()) {
     io::TensorList h;
-    for (const auto& [k, v] : heads) h.emplace_back(k, v.detach());
+    for (const auto& [k, v] : heads) h.emplace_back(k, v.detach().cpu());
     d.insert("heads", io::tensor_dict(h));
   }
+  d.insert("checksum", checkpoint_digest(d));
   char name[64];
   std::snprintf(name, sizeof name, "step_%08lld.pt", (long long)st.step);
   const std::string path = dir_ + "/" + name;
@@ -140,20 +249,19 @@ void CheckpointKeeper::save(const TrainState& st, model::StudentTrunkImpl& stude
 }
 
 std::string latest_checkpoint(const std::string& run_dir) {
-  const std::string dir = run_dir + "/checkpoints";
-  std::string best;
-  if (!fs::is_directory(dir)) return best;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const auto name = e.path().filename().string();
-    if (std::regex_match(name, std::regex("step_[0-9]+\\.pt")) && e.path().string() > best) best = e.path().string();
-  }
-  return best;
+  const auto all = step_checkpoints(run_dir);
+  return all.empty() ? std::string() : all.back();
 }
 
 TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& student, AdamW& opt, Ema* ema,
                            model::StudentTrunkImpl* ema_model,
                            const std::vector<std::pair<std::string, at::Tensor>>& heads) {
-  auto obj = io::load_object(path);
+  return restore_checkpoint(read_checkpoint(path), path, student, opt, ema, ema_model, heads);
+}
+
+TrainState restore_checkpoint(const c10::IValue& obj, const std::string& path, model::StudentTrunkImpl& student,
+                              AdamW& opt, Ema* ema, model::StudentTrunkImpl* ema_model,
+                              const std::vector<std::pair<std::string, at::Tensor>>& heads) {
   auto get = [&](const char* k) { return io::dict_get(obj, k, path); };
   model::load_state_dict_strict(student, io::to_tensor_list(get("trunk"), path + " ['trunk']"), path);
   opt.load_state(get("optimizer"), path);

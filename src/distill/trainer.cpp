@@ -48,7 +48,7 @@ class SubsetDataset : public data::Dataset {
 // Sums of the current log window (device tensors: the host syncs only when a row is written).
 struct Window {
   std::map<std::string, at::Tensor> sums;  // "loss", the recipe's terms, "grad_norm" (per step)
-  int64_t batches = 0, images = 0, steps = 0;
+  int64_t batches = 0, images = 0, steps = 0, bad_steps = 0;  // steps: good optimizer steps
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
   void add(const std::string& k, const at::Tensor& v) {
     auto it = sums.find(k);
@@ -199,7 +199,22 @@ int train(Recipe& recipe) {
   TrainState& st = ctx.state;
   if (!run.resume_from.empty()) {
     if (ema_model) ema = std::make_unique<Ema>(*student, *ema_model, cfg.ema, opt.kernel());
-    st = load_checkpoint(run.resume_from, *student, opt, ema.get(), ema_ptr, heads);
+    // The newest checkpoint that reads back intact (a kill or a bad disk may have damaged the newest).
+    c10::IValue obj;
+    std::string errors;
+    for (const auto& path : run.resume_candidates) {
+      try {
+        obj = read_checkpoint(path);
+        ctx.run.resume_from = path;
+        break;
+      } catch (const Error& e) {
+        spdlog::warn("cannot resume from {}; trying an older checkpoint", e.what());
+        errors += std::string(errors.empty() ? "" : "; ") + e.what();
+      }
+    }
+    INSTINCT_CHECK(!obj.isNone(), "no checkpoint in ", cfg.run_dir, "/checkpoints can be resumed from: ", errors,
+                   " (set checkpoint.resume=never with a new run_dir to start over)");
+    st = restore_checkpoint(obj, run.resume_from, *student, opt, ema.get(), ema_ptr, heads);
     spdlog::info("resumed from {} at step {} (epoch {}, batch {})", run.resume_from, st.step, st.epoch, st.batch_in_epoch);
   } else {
     init_student(*student, cfg.init);
@@ -255,6 +270,7 @@ int train(Recipe& recipe) {
   std::map<std::string, double> last_row;  // the last train row's averages (progress display)
   int64_t images_seen = 0;
   int micro = 0, stopped = 0;
+  int64_t bad_in_a_row = 0;  // consecutive optimizer steps skipped for a non-finite gradient norm
   int64_t epoch = st.epoch;
   while (st.step < plan.total_steps && !stopped) {
     recipe.on_epoch(ctx);
@@ -279,12 +295,22 @@ int train(Recipe& recipe) {
       micro = 0;
       reducer.finish();
       if (dist.enabled()) timer.lap("allreduce");
-      win.add("grad_norm", clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel()));
-      ++win.steps;
+      const at::Tensor gnorm = clip_grad_norm(opt.params(), cfg.optim.grad_clip, opt.kernel());
       const double lr = lr_at(st.step, plan.total_steps, plan.warmup_steps, plan.peak_lr, cfg.optim.warmup_lr, cfg.optim.min_lr);
-      opt.step(lr);
+      // A non-finite loss or gradient (one host sync per step) skips the update: weights, moments
+      // and EMA stay at the last good step.
+      const bool bad = !std::isfinite(gnorm.item<double>());
+      if (bad) {
+        ++win.bad_steps;
+        ++bad_in_a_row;
+      } else {
+        win.add("grad_norm", gnorm);
+        ++win.steps;
+        bad_in_a_row = 0;
+        opt.step(lr);
+      }
       opt.zero_grad();
-      if (ema) ema->update();
+      if (ema && !bad) ema->update();
       timer.lap("optimizer");
       ++st.step;
       const bool last = st.step >= plan.total_steps;
@@ -297,16 +323,25 @@ int train(Recipe& recipe) {
           row[k] = last_row[k] = v.item<double>() / n;
           v.zero_();
         }
+        row["bad_steps"] = win.bad_steps;
         recipe.window_stats(row, win.images);
         timer.write(row, win.batches);
         metrics.write(row);
-        win.batches = win.images = win.steps = 0;
+        win.batches = win.images = win.steps = win.bad_steps = 0;
         win.t0 = std::chrono::steady_clock::now();
       }
       std::string fields = last_row.empty() ? "loss -" : fmt::format("loss {:.4g}", last_row["loss"]);
       for (const auto& [key, label] : recipe.progress_terms())
         fields += last_row.empty() ? fmt::format(" | {} -", label) : fmt::format(" | {} {:.4f}", label, last_row[key]);
       progress.update(st.step, fields + fmt::format(" | lr {:.2e}", lr), double(images_seen), "img");
+      if (cfg.max_bad_steps > 0 && bad_in_a_row >= cfg.max_bad_steps) {
+        progress.finish();
+        st.epoch = epoch;
+        if (dist.is_main()) save(false);
+        fail("step ", st.step, ": the loss or gradient norm was not finite for ", bad_in_a_row,
+             " steps in a row (max_bad_steps); the last good weights are in ", cfg.run_dir, "/checkpoints/",
+             fmt::format("step_{:08d}.pt", st.step), " (lower optim.base_lr or check the data)");
+      }
       if ((stopped = finish_step(st, epoch, last, cfg, progress, evaluate, save, dist)) != 0) break;
     }
     if (!stopped && st.step < plan.total_steps) {

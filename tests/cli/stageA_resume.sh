@@ -78,6 +78,23 @@ eb = torch.load(f"{sys.argv[2]}/trunk_ema.pt", weights_only=True)["trunk"]
 assert max((ea[k].double() - eb[k].double()).abs().max().item() for k in ea) <= 1e-6
 ck = torch.load(f"{sys.argv[2]}/checkpoints/step_00000016.pt", weights_only=True)
 assert ck["step"] == 16 and ck["stage"] == "stageA" and "exp_avg" in ck["optimizer"], ck.keys()
+assert ck["checksum"].startswith("sha256:") and len(ck["checksum"]) == 71, ck["checksum"]
 print(f"resume ok: 16 steps identical, final trunk max diff {diff:.1e}")
 PYEOF
 echo "stopped by SIGINT at step $int_step and SIGTERM at step $stop_step, resumed each time"
+
+# A newest checkpoint cut short (a node died mid-copy) is named and skipped: the run resumes from the
+# one before it; a temporary file left by a killed writer (dead pid) is removed at start-up.
+ck_dir="$WORK/resumed/checkpoints"
+newest=$(ls "$ck_dir"/step_*.pt | sort | tail -1); previous=$(ls "$ck_dir"/step_*.pt | sort | tail -2 | head -1)
+head -c $(( $(stat -c %s "$newest") / 2 )) "$newest" > "$WORK/cut.pt" && mv "$WORK/cut.pt" "$newest"
+sh -c 'exit 0' & dead=$!; wait $dead
+echo partial > "$ck_dir/step_00000017.pt.tmp.$dead"
+prev_step=$((10#$(basename "$previous" .pt | sed 's/step_//')))
+"$TRAIN" stageA "${common[@]}" optim.max_steps=17 run_dir="$WORK/resumed" > "$WORK/damaged.log" 2>&1 \
+  || { cat "$WORK/damaged.log"; fail "resume past a truncated newest checkpoint failed"; }
+grep -qE "\[warning\] cannot resume from $newest: .*(truncated|corrupt)" "$WORK/damaged.log" \
+  || { cat "$WORK/damaged.log"; fail "the truncated checkpoint was not named"; }
+expect_resume damaged "$previous" "$prev_step"
+[ ! -e "$ck_dir/step_00000017.pt.tmp.$dead" ] || fail "a dead writer's temporary file was left behind"
+echo "truncated $(basename "$newest") skipped, resumed from $(basename "$previous")"

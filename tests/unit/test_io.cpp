@@ -494,11 +494,10 @@ TEST(IoPythonFixtures, SharedStorageViewsAndCudaLocation) {
 
 // Python writes SETITEM for a one-item dict (and a trailing single item after full batches of
 // 1000) and APPEND for a one-element list (LibTorch's own unpickler implements neither).
-TEST(IoPythonFixtures, SingleItemDictsAndListsLoad) {
-  const auto dir = fixtures_dir();
-  ASSERT_FALSE(dir.empty());
-  for (const char* f : {"single_item.pt", "nested_single_item.pt", "single_in_single.pt", "single_scalar.pt",
-                        "dict1001_py.pt", "dict1001.pt", "lists_py.pt", "lists.pt", "list_in_single.pt"}) {
+namespace {
+// io::load_object of each fixture file equals its Python reference values.
+void loads_like_reference(const std::string& dir, std::initializer_list<const char*> files) {
+  for (const char* f : files) {
     SCOPED_TRACE(f);
     c10::IValue obj;
     try {
@@ -508,6 +507,14 @@ TEST(IoPythonFixtures, SingleItemDictsAndListsLoad) {
     }
     check_against_ref(dir, f, obj);
   }
+}
+}  // namespace
+
+TEST(IoPythonFixtures, SingleItemDictsAndListsLoad) {
+  const auto dir = fixtures_dir();
+  ASSERT_FALSE(dir.empty());
+  loads_like_reference(dir, {"single_item.pt", "nested_single_item.pt", "single_in_single.pt", "single_scalar.pt",
+                             "dict1001_py.pt", "dict1001.pt", "lists_py.pt", "lists.pt", "list_in_single.pt"});
   // The timm / SAM3 wrapper layout: {"model": state_dict}.
   const auto obj = io::load_object(dir + "single_item.pt");
   EXPECT_EQ(keys_of(obj), std::vector<std::string>{"model"});
@@ -599,17 +606,8 @@ TEST(IoPythonFixtures, Safetensors) {
 TEST(IoPythonFixtures, OrderedDictsParametersAndProtocol4Load) {
   const auto dir = fixtures_dir();
   ASSERT_FALSE(dir.empty());
-  for (const char* f : {"ordered_dict.pt", "ordered_dict_p4.pt", "nested_ordered_dict.pt", "empty_ordered_dict.pt",
-                        "parameter.pt", "protocol4.pt"}) {
-    SCOPED_TRACE(f);
-    c10::IValue obj;
-    try {
-      obj = io::load_object(dir + f);
-    } catch (const std::exception& e) {
-      FAIL() << e.what();
-    }
-    check_against_ref(dir, f, obj);
-  }
+  loads_like_reference(dir, {"ordered_dict.pt", "ordered_dict_p4.pt", "nested_ordered_dict.pt", "empty_ordered_dict.pt",
+                             "parameter.pt", "protocol4.pt"});
   // A raw state_dict is the same tensors as the plain-dict copy in instinct_like.pt.
   const auto want = io::to_tensor_list(io::dict_get(io::load_object(dir + "instinct_like.pt"), "trunk", "f"), "want");
   const auto got = io::to_tensor_list(io::load_object(dir + "ordered_dict.pt"), "ordered_dict.pt");

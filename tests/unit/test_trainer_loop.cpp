@@ -6,10 +6,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "common/signals.h"
@@ -68,6 +73,7 @@ class FakeRecipe : public Recipe {
     if (stop_at_batch >= 0 && ++batches_seen == stop_at_batch) std::raise(SIGINT);
     if (batch.batch_index == skip_batch) return std::nullopt;
     auto l = mse(*ctx.student, batch.images);
+    if (nan_batches.count(++losses_made)) l = l * std::numeric_limits<float>::quiet_NaN();
     timer.lap("fake");
     losses.push_back(l.item<double>());
     return StepLoss{l, {{"loss_fit", l.detach()}, {"ones", torch::ones({})}}};
@@ -101,7 +107,8 @@ class FakeRecipe : public Recipe {
   std::map<std::string, int> calls;
   std::vector<double> losses;          // every non-skipped micro-batch's loss, in order
   std::vector<int64_t> checkpoint_steps;
-  int64_t skip_batch = -1, stop_at_batch = -1, batches_seen = 0;
+  int64_t skip_batch = -1, stop_at_batch = -1, batches_seen = 0, losses_made = 0;
+  std::set<int64_t> nan_batches;  // 1-based micro-batches whose loss is NaN
   bool completed = false;
 };
 
@@ -291,4 +298,115 @@ TEST(TrainerLoop, WithoutEmaNoEmaRowsOrFiles) {
   FakeRecipe again(c);
   ASSERT_EQ(train(again), 0);
   EXPECT_EQ(again.losses.size(), 2u);  // one more step from the step-3 checkpoint
+}
+
+// A truncated or bit-flipped newest checkpoint is reported by name and the run resumes from the
+// newest intact one; temporary files of dead writers are removed at start-up, a live writer's kept.
+TEST(TrainerLoop, DamagedNewestCheckpointFallsBackAndDeadWritersTempsGo) {
+  const std::string images = make_images("loop_damaged");
+  for (const char* damage : {"truncate", "bitflip", "all"}) {
+    SCOPED_TRACE(damage);
+    const std::string run = test::temp_dir(std::string("loop_damaged_") + damage);
+    FakeConfig c = base_config(images, run);
+    c.checkpoint.keep_last = 3;
+    c.checkpoint.keep_best = false;
+    {
+      FakeRecipe r(c);
+      ASSERT_EQ(train(r), 0);
+    }
+    const std::string ck = run + "/checkpoints/";
+    auto damage_file = [&](const std::string& path) {
+      std::string bytes;
+      {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+      }
+      ASSERT_GT(bytes.size(), 1000u);
+      if (std::string(damage) == "truncate") bytes.resize(bytes.size() * 2 / 3);
+      else bytes[bytes.size() / 2] ^= 0x10;  // inside the tensor records
+      std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    };
+    damage_file(ck + "step_00000007.pt");
+    if (std::string(damage) == "all") {
+      damage_file(ck + "step_00000006.pt");
+      damage_file(ck + "step_00000003.pt");
+    }
+    // A dead writer's temporary (the pid of a child that has exited) and a live one's (ours).
+    const pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    ::waitpid(child, nullptr, 0);
+    const std::string dead = ck + "step_00000009.pt.tmp." + std::to_string(child);
+    const std::string live = ck + "step_00000009.pt.tmp." + std::to_string(::getpid());
+    std::ofstream(dead) << "partial";
+    std::ofstream(live) << "partial";
+    std::ofstream(run + "/config.yaml.tmp." + std::to_string(child)) << "partial";
+
+    c.optim.max_steps = 8;
+    FakeRecipe again(c);
+    if (std::string(damage) == "all") {
+      const std::string msg = test::error_of([&] { train(again); });
+      for (const char* f : {"step_00000007.pt", "step_00000006.pt", "step_00000003.pt"})
+        EXPECT_NE(msg.find(f), std::string::npos) << msg;
+      EXPECT_NE(msg.find("can be resumed"), std::string::npos) << msg;
+    } else {
+      ASSERT_EQ(train(again), 0);
+      EXPECT_EQ(again.losses.size(), 4u);  // steps 7 and 8 again, from step 6
+      EXPECT_TRUE(fs::exists(ck + "step_00000008.pt"));
+    }
+    EXPECT_FALSE(fs::exists(dead));
+    EXPECT_FALSE(fs::exists(run + "/config.yaml.tmp." + std::to_string(child)));
+    EXPECT_TRUE(fs::exists(live));
+  }
+}
+
+// The checksum covers every value: changing one element of one tensor, or a step count, changes it.
+TEST(TrainerLoop, CheckpointChecksumCoversTensorsAndScalars) {
+  c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
+  auto t = torch::arange(10, torch::kFloat);
+  d.insert("trunk", io::tensor_dict({{"w", t}}));
+  d.insert("step", int64_t(5));
+  const std::string a = checkpoint_digest(d);
+  EXPECT_EQ(a.rfind("sha256:", 0), 0u);
+  EXPECT_EQ(checkpoint_digest(d), a);
+  d.insert_or_assign("checksum", a);
+  EXPECT_EQ(checkpoint_digest(d), a);  // the stored checksum is not part of what it covers
+  t[3] = 3.5f;
+  const std::string b = checkpoint_digest(d);
+  EXPECT_NE(b, a);
+  d.insert_or_assign("step", int64_t(6));
+  EXPECT_NE(checkpoint_digest(d), b);
+}
+
+// A NaN loss skips its optimizer step (counted as bad_steps, weights untouched); too many in a row
+// stop the run with an error naming the step and a checkpoint of the last good weights.
+TEST(TrainerLoop, NonFiniteStepsAreSkippedThenStopTheRun) {
+  const std::string images = make_images("loop_nan");
+  {
+    const std::string run = test::temp_dir("loop_nan_one");
+    FakeRecipe r(base_config(images, run));
+    r.nan_batches = {5};  // step 3's first micro-batch
+    ASSERT_EQ(train(r), 0);
+    const auto rows = read_rows(run + "/metrics.jsonl");
+    std::map<int64_t, int64_t> bad;
+    for (const auto& row : rows)
+      if (row["split"] == "train") bad[row["step"]] = row["bad_steps"];
+    EXPECT_EQ(bad, (std::map<int64_t, int64_t>{{2, 0}, {4, 1}, {6, 0}, {7, 0}}));
+    const auto w = trunk_tensor(run + "/trunk.pt", "model.backbone.model.blocks.0.attn.qkv.weight");
+    EXPECT_TRUE(torch::isfinite(w).all().item<bool>());
+    EXPECT_TRUE(torch::isfinite(r.bias).all().item<bool>());
+  }
+  const std::string run = test::temp_dir("loop_nan_many");
+  FakeConfig c = base_config(images, run);
+  c.max_bad_steps = 2;
+  FakeRecipe r(c);
+  for (int64_t b = 5; b < 100; ++b) r.nan_batches.insert(b);  // from step 3 on
+  const std::string msg = test::error_of([&] { train(r); });
+  EXPECT_NE(msg.find("step 4: the loss or gradient norm was not finite for 2 steps in a row"), std::string::npos) << msg;
+  const std::string ck = run + "/checkpoints/step_00000004.pt";
+  ASSERT_TRUE(fs::exists(ck)) << msg;
+  EXPECT_NE(msg.find(ck), std::string::npos) << msg;
+  const auto w = trunk_tensor(ck, "model.backbone.model.blocks.0.attn.qkv.weight");
+  EXPECT_TRUE(torch::isfinite(w).all().item<bool>());
+  // steps 3 and 4 were both skipped: the weights are still those after step 2 (checkpointed at step 3)
+  EXPECT_TRUE(torch::equal(w, trunk_tensor(run + "/checkpoints/step_00000003.pt", "model.backbone.model.blocks.0.attn.qkv.weight")));
 }

@@ -36,11 +36,16 @@ struct RunContext {
   at::Device device{at::kCPU};
   bool autocast = false;     ///< bf16 autocast on CUDA
   std::string resume_from;   ///< checkpoint to resume from ("" = fresh run)
+  /// With resume=auto: every step checkpoint of the run, newest first (resume_from is the first);
+  /// the trainer falls back along it when the newest is unreadable. Otherwise just resume_from.
+  std::vector<std::string> resume_candidates;
 
   /// Picks the device ("auto" = CUDA when available), sets CPU threads, and finds the checkpoint to
-  /// resume from per `resume` (auto | never | path). Creates nothing: the directory appears with
-  /// write_resolved_config(), once the run has been set up, so a start-up error leaves no empty run
-  /// directory behind. Errors are one line.
+  /// resume from per `resume` (auto | never | path). Removes the temporary files (`*.tmp.<pid>`,
+  /// `best.pt.tmp`) that writers killed mid-write left in the run directory and its checkpoints/
+  /// (a file whose writer process is still alive is kept). Creates nothing: the directory appears
+  /// with write_resolved_config(), once the run has been set up, so a start-up error leaves no empty
+  /// run directory behind. Errors are one line.
   static RunContext open(const std::string& dir, const std::string& device, const std::string& precision,
                          int threads, const std::string& resume);
   /// Creates <dir>/checkpoints and writes `yaml` to <dir>/config.yaml atomically.
@@ -60,7 +65,8 @@ std::string dataset_fingerprint(const data::Dataset& ds);
 /// Writes training checkpoints `<dir>/checkpoints/step_XXXXXXXX.pt` (keeping the last `keep_last`)
 /// and `<dir>/checkpoints/best.pt`. A checkpoint is a torch.save dict Python reads with
 /// weights_only=True: {'trunk', 'backbone', 'model_name', 'format', 'stage', 'step', 'epoch',
-/// 'batch_in_epoch', 'best_metric', 'optimizer', 'ema' (or absent), 'ema_updates', 'rng', 'config'}.
+/// 'batch_in_epoch', 'best_metric', 'optimizer', 'ema' (or absent), 'ema_updates', 'rng', 'config',
+/// 'heads' (or absent), 'checksum'}; 'checksum' is checkpoint_digest() of everything else.
 class CheckpointKeeper {
  public:
   CheckpointKeeper(std::string run_dir, int keep_last, bool keep_best);
@@ -79,12 +85,24 @@ class CheckpointKeeper {
 /// The newest step checkpoint in <run_dir>/checkpoints ("" if none).
 std::string latest_checkpoint(const std::string& run_dir);
 
+/// "sha256:<hex>" over every entry of a checkpoint dict except 'checksum', in order: keys, strings,
+/// numbers and each tensor's dtype, shape and bytes (nested dicts and lists included).
+std::string checkpoint_digest(const c10::IValue& checkpoint);
+
+/// Reads a checkpoint and verifies its checksum (when it has one: older checkpoints do not).
+/// Throws instinct::Error naming the file for an unreadable, truncated or altered file.
+c10::IValue read_checkpoint(const std::string& path);
+
 /// Restores student, optimizer, EMA, RNG and progress from a checkpoint written by CheckpointKeeper.
 /// `heads` (when non-empty): tensors restored in place, by name, from the checkpoint's 'heads'
 /// (missing names or shape mismatches are errors).
 TrainState load_checkpoint(const std::string& path, model::StudentTrunkImpl& student, AdamW& opt, Ema* ema,
                            model::StudentTrunkImpl* ema_model,
                            const std::vector<std::pair<std::string, at::Tensor>>& heads = {});
+/// load_checkpoint from an object read_checkpoint() returned (`path` names it in errors).
+TrainState restore_checkpoint(const c10::IValue& obj, const std::string& path, model::StudentTrunkImpl& student,
+                              AdamW& opt, Ema* ema, model::StudentTrunkImpl* ema_model,
+                              const std::vector<std::pair<std::string, at::Tensor>>& heads = {});
 
 /// Appends one JSON object per line to metrics.jsonl. On resume, rows after `resume_step` (written
 /// after the checkpoint by an interrupted run) are dropped first so the log has no duplicates.

@@ -6,7 +6,8 @@
 // metrics log, the checkpoint keeper, the progress display and the cadence of a run:
 //
 //   for each micro-batch: recipe.loss() -> backward (gradients all-reduced across ranks)
-//   every `optim.accum_steps` micro-batches: clip, LR schedule, AdamW step, EMA update;
+//   every `optim.accum_steps` micro-batches: clip, LR schedule, AdamW step, EMA update (a step with
+//     a non-finite gradient norm is skipped; `max_bad_steps` in a row stop the run);
 //     every `log.every` steps a train row; every `eval.every` steps (and at the end) the recipe's
 //     held-out evaluation of the raw and EMA students; every `checkpoint.every` steps, at the end
 //     and on a new best a checkpoint; SIGINT/SIGTERM: checkpoint and stop (exit 128 + signal).
@@ -124,6 +125,7 @@ struct TrainerConfig {
   int batch_size = 8;
   bool batchnorm_stats = true;
   bool profile = false;
+  int64_t max_bad_steps = 10;
   TeacherConfig teacher;
   model::VitConfig student;
   InitConfig init;
@@ -144,6 +146,7 @@ struct TrainerConfig {
     v("batch_size", batch_size, "images per micro-batch per process");
     v("batchnorm_stats", batchnorm_stats, "update the adapter's BatchNorm running stats (false: frozen at init)");
     v("profile", profile, "CUDA: sync at phase boundaries for an exact step-time split");
+    v("max_bad_steps", max_bad_steps, "a step whose loss or gradient norm is not finite is skipped (counted in the train rows as bad_steps); stop, with the last good weights checkpointed, after this many in a row (0 = never)");
     v("teacher", teacher, "");
     v("student", student, "");
     v("init", init, "");
