@@ -42,8 +42,7 @@ std::vector<std::string> step_checkpoints(const std::string& run_dir) {
 
 // Temporary files of writers that died mid-write (AtomicFile's `<name>.tmp.<pid>`, best.pt.tmp).
 void remove_stale_temporaries(const std::string& run_dir) {
-  static const std::regex tmp(".*\\.tmp\\.([0-9]+)");
-  int removed = 0;
+  static const std::regex tmp(".*\\.tmp\\.([0-9]{1,9})");
   for (const std::string& dir : {run_dir, run_dir + "/checkpoints"}) {
     if (!fs::is_directory(dir)) continue;
     for (const auto& e : fs::directory_iterator(dir)) {
@@ -55,10 +54,8 @@ void remove_stale_temporaries(const std::string& run_dir) {
         stale = pid != long(::getpid()) && ::kill(pid_t(pid), 0) != 0 && errno == ESRCH;
       }
       std::error_code ec;
-      if (stale && e.is_regular_file(ec) && fs::remove(e.path(), ec)) {
+      if (stale && e.is_regular_file(ec) && fs::remove(e.path(), ec))
         spdlog::warn("removed {}, left by a writer that was killed mid-write", e.path().string());
-        ++removed;
-      }
     }
   }
 }
@@ -136,10 +133,10 @@ RunContext RunContext::open(const std::string& dir, const std::string& device, c
     rc.autocast = true;
   } else INSTINCT_CHECK(precision == "fp32", "precision '", precision, "' is unknown; valid: auto, fp32, bf16");
   remove_stale_temporaries(dir);
-  const std::string latest = latest_checkpoint(dir);
+  const auto steps = step_checkpoints(dir);
+  const std::string latest = steps.empty() ? std::string() : steps.back();
   if (resume == "auto") {
-    rc.resume_candidates = step_checkpoints(dir);
-    std::reverse(rc.resume_candidates.begin(), rc.resume_candidates.end());
+    rc.resume_candidates.assign(steps.rbegin(), steps.rend());
     rc.resume_from = latest;
   }
   else if (resume == "never") {
