@@ -10,11 +10,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <regex>
 #include <sstream>
 
+#include "common/fault.h"
 #include "instinct/common/device.h"
 #include "instinct/common/error.h"
 #include "instinct/io/archive.h"
@@ -231,6 +233,7 @@ void CheckpointKeeper::save(const TrainState& st, model::StudentTrunkImpl& stude
   std::snprintf(name, sizeof name, "step_%08lld.pt", (long long)st.step);
   const std::string path = dir_ + "/" + name;
   io::save_object(path, d);
+  fault_point("checkpoint.saved");
   if (best && keep_best_) {
     std::error_code ec;
     const std::string tmp = dir_ + "/best.pt.tmp";
@@ -294,6 +297,7 @@ TrainState restore_checkpoint(const c10::IValue& obj, const std::string& path, m
 
 MetricsLog::MetricsLog(const std::string& path, int64_t resume_step, bool resuming) {
   if (path.empty()) return;  // a rank other than 0: no file
+  path_ = path;
   std::string kept;
   if (resuming && fs::exists(path)) {
     std::ifstream in(path);
@@ -312,8 +316,16 @@ MetricsLog::MetricsLog(const std::string& path, int64_t resume_step, bool resumi
 
 void MetricsLog::write(const nlohmann::json& row) {
   if (!out_.is_open()) return;
-  out_ << row.dump() << "\n";
+  const std::string line = row.dump() + "\n";
+  struct Torn { std::ofstream* out; const std::string* line; } torn{&out_, &line};
+  fault_point("metrics.row", [](void* a) {
+    auto* t = static_cast<Torn*>(a);
+    t->out->write(t->line->data(), std::streamsize(t->line->size() / 2));
+    t->out->flush();
+  }, &torn);
+  out_.write(line.data(), std::streamsize(line.size()));
   out_.flush();
+  INSTINCT_CHECK(out_.good(), path_, ": writing a metrics row failed: ", std::strerror(errno), " (disk full?)");
 }
 
 PhaseTimer::PhaseTimer(bool sync, const at::Device& device) : sync_(sync && device.is_cuda()) {}

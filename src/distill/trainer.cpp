@@ -11,6 +11,7 @@
 #include <limits>
 #include <tuple>
 
+#include "common/fault.h"
 #include "instinct/common/error.h"
 #include "common/progress.h"
 #include "common/signals.h"
@@ -313,6 +314,7 @@ int train(Recipe& recipe) {
       if (ema && !bad) ema->update();
       timer.lap("optimizer");
       ++st.step;
+      fault_point("train.step");
       const bool last = st.step >= plan.total_steps;
       if (st.step % std::max<int64_t>(cfg.log.every, 1) == 0 || last) {
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - win.t0).count();

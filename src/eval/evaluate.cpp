@@ -11,6 +11,7 @@
 #include "instinct/common/device.h"
 #include "common/progress.h"
 #include "instinct/data/loader.h"
+#include "common/signals.h"
 #include "eval/overlay.h"
 #include "eval/postprocess.h"
 #include "eval/predictions.h"
@@ -98,11 +99,18 @@ class Overlays {
       const auto name = dir_ + "/" + std::to_string(v.img->id) + ".png";
       write_overlay(name, cfg_.images + "/" + v.img->file_name, v.img->height, v.img->width, v.panels,
                     int(v.panels.size() / n_models_));
-      ++written_;
+      written_.push_back(name);
     }
     panels_.clear();
   }
-  int written() const { return written_; }
+  int written() const { return int(written_.size()); }
+  // Removes the overlays this run wrote (an interrupted evaluation leaves no partial output).
+  void discard() {
+    std::error_code ec;
+    for (const auto& f : written_) fs::remove(f, ec);
+    written_.clear();
+    if (!dir_.empty() && fs::is_empty(dir_, ec)) fs::remove(dir_, ec);
+  }
 
  private:
   struct Pending {
@@ -115,8 +123,16 @@ class Overlays {
   size_t n_models_;
   std::string dir_;
   std::map<size_t, Pending> panels_;
-  int written_ = 0;
+  std::vector<std::string> written_;
 };
+
+// SIGINT/SIGTERM during an evaluation: no report, the run's overlays removed, exit 128 + signal.
+int interrupted(int sig, int64_t done, size_t total, Overlays& overlays, const EvalConfig& cfg) {
+  overlays.discard();
+  spdlog::warn("signal {} received after {}/{} images: stopping without a report (nothing written to {})", sig, done,
+               total, cfg.output);
+  return 128 + sig;
+}
 
 void write_report(const EvalConfig& cfg, const ReportBuilder& rb, size_t n_images, const json& extra) {
   rb.print_table(stdout, n_images);
@@ -210,7 +226,9 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
     return std::chrono::steady_clock::now();
   };
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  install_stop_handlers();
   while (auto batch = loader.next()) {
+    if (const int sig = stop_signal()) return interrupted(sig, done, selected.size(), overlays, cfg);
     auto pixels = batch->images.to(device);
     std::vector<Prompt> prompts;
     std::vector<Pair> pairs;
@@ -318,6 +336,7 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
     progress.update(done, std::to_string(rb.targets()) + " targets", double(done), "img");
   }
   progress.finish();
+  if (const int sig = stop_signal()) return interrupted(sig, done, selected.size(), overlays, cfg);
   for (int64_t k = 0; k < loader.num_skipped(); ++k) rb.count_skipped_image();
   if (n_no_concept > 0) spdlog::warn("{} targets have a category missing from the concept bank (scored as empty)", n_no_concept);
   const double wall = secs(t_start, std::chrono::steady_clock::now());
@@ -345,7 +364,9 @@ int eval_predictions(const EvalConfig& cfg, const CocoDataset& ds, const std::ve
   const auto cats = ds.category_ids();
   Progress progress("eval", int64_t(selected.size()), cfg.progress);
   int64_t done = 0;
+  install_stop_handlers();
   for (size_t sel = 0; sel < selected.size(); ++sel) {
+    if (const int sig = stop_signal()) return interrupted(sig, done, selected.size(), overlays, cfg);
     const auto& img = ds.images()[selected[sel]];
     const auto targets = select_targets(ds, img, cfg.protocol);
     for (const auto& s : sets) {
@@ -367,6 +388,7 @@ int eval_predictions(const EvalConfig& cfg, const CocoDataset& ds, const std::ve
     progress.update(done, std::to_string(rb.targets()) + " targets", double(done), "img");
   }
   progress.finish();
+  if (const int sig = stop_signal()) return interrupted(sig, done, selected.size(), overlays, cfg);
   json files = json::array();
   for (const auto& s : sets) files.push_back({{"name", s.name()}, {"path", s.path()}, {"rows", s.size()}});
   write_report(cfg, rb, selected.size(), {{"predictions", files}});

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/fault.h"
 #include "instinct/common/error.h"
 
 namespace instinct::io {
@@ -55,6 +56,7 @@ void AtomicFile::commit() {
   INSTINCT_CHECK(::stat(temp_path_.c_str(), &st) == 0, path_, ": temp file '", temp_path_,
                  "' was not written before commit");
   fsync_path(temp_path_, O_RDONLY, "temp file", path_);
+  fault_point("atomic.commit");
   INSTINCT_CHECK(::rename(temp_path_.c_str(), path_.c_str()) == 0, path_, ": rename from '",
                  temp_path_, "' failed: ", errno_str());
   committed_ = true;
@@ -69,7 +71,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     out.close();
     INSTINCT_CHECK(!out.fail(), path, ": writing ", bytes.size(), " bytes to '", file.temp_path(),
-                   "' failed (disk full?)");
+                   "' failed: ", errno_str(), " (disk full?)");
   }
   file.commit();
 }

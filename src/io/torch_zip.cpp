@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
+#include "common/fault.h"
 #include "instinct/common/error.h"
 #include "instinct/io/atomic_file.h"
 
@@ -170,6 +172,8 @@ void ArchiveWriter::write_record(const std::string& name, const void* data, size
   entries_.push_back({name, offset_, size, crc});
   write_raw(h.data(), h.size());
   write_raw(data, size);
+  std::fflush(out_);
+  fault_point("archive.record");
 }
 
 PyPtr ArchiveWriter::add_tensor(const at::Tensor& t_in) {

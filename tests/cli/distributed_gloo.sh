@@ -115,4 +115,27 @@ grep -qE "rank 0: .*(broadcast|all-reduce|barrier).* failed \(another rank exite
   || { cat "$WORK/dead.r0.log"; fail "rank 0's error does not name the collective"; }
 [ "$took" -lt 60 ] || fail "rank 0 took ${took}s to give up"
 echo "rank 0 gave up after ${took}s: $(grep -o 'rank 0: .*' "$WORK/dead.r0.log" | head -1)"
+echo "== a rank killed mid-run (SIGKILL after its third step): the other gives up, the run resumes"
+p=$(port)
+start=$(date +%s)
+set +e
+WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$p RANK=1 INSTINCT_FAULT=train.step@3 "$TRAIN" "${common[@]}" batch_size=4 \
+  optim.max_steps=6 checkpoint.every=2 run_dir="$WORK/killed" distributed.timeout_s=8 > "$WORK/killed.r1.log" 2>&1 &
+WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$p RANK=0 "$TRAIN" "${common[@]}" batch_size=4 optim.max_steps=6 \
+  checkpoint.every=2 run_dir="$WORK/killed" distributed.timeout_s=8 > "$WORK/killed.r0.log" 2>&1
+rc0=$?
+wait $!; rc1=$?
+set -e
+took=$(( $(date +%s) - start ))
+[ $rc1 -eq 137 ] || { cat "$WORK/killed.r1.log"; fail "rank 1 exit code $rc1, expected 137 (SIGKILL)"; }
+[ $rc0 -eq 2 ] || { cat "$WORK/killed.r0.log"; fail "rank 0 exit code $rc0 after rank 1 was killed, expected 2"; }
+[ "$(grep -c '\[error\]' "$WORK/killed.r0.log")" -eq 1 ] && grep -qE "\[error\] rank 0: .*(broadcast|all-reduce|barrier|stop agreement).* failed" "$WORK/killed.r0.log" \
+  || { cat "$WORK/killed.r0.log"; fail "rank 0: expected one error line naming the collective"; }
+[ "$took" -lt 60 ] || fail "rank 0 took ${took}s to give up after rank 1 died"
+[ -f "$WORK/killed/checkpoints/step_00000002.pt" ] || { ls -R "$WORK/killed"; fail "no step-2 checkpoint from rank 0"; }
+[ -z "$(find "$WORK/killed" -name '*.tmp*')" ] || fail "temporaries left in the killed run"
+"$TRAIN" "${common[@]}" batch_size=8 optim.max_steps=6 checkpoint.every=2 run_dir="$WORK/killed" > "$WORK/killed.resume.log" 2>&1 \
+  || { cat "$WORK/killed.resume.log"; fail "resume after a killed rank"; }
+grep -qE "resumed from .*step_0000000[24].pt" "$WORK/killed.resume.log" || { cat "$WORK/killed.resume.log"; fail "did not resume"; }
+echo "rank 0 gave up ${took}s after rank 1 was killed: $(grep -o 'rank 0: .*' "$WORK/killed.r0.log" | head -1); resumed in one process"
 echo "distributed gloo ok"

@@ -110,9 +110,12 @@ class MetricsLog {
  public:
   /// An empty path gives a log that writes nothing (ranks other than 0).
   MetricsLog(const std::string& path, int64_t resume_step, bool resuming);
+  /// Appends `row` as one line and flushes it. Throws instinct::Error naming the file when the write
+  /// fails (disk full): the run stops rather than lose rows silently.
   void write(const nlohmann::json& row);
 
  private:
+  std::string path_;
   std::ofstream out_;
 };
 

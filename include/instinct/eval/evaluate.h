@@ -45,7 +45,9 @@ struct EvalConfig {
 };
 
 /// Runs the evaluation (models, or results files when `predictions` is set), prints the table, writes
-/// <output>/report.json and the overlays. Returns the exit code.
+/// <output>/report.json (atomically) and the overlays. Returns the exit code: 0, or 128 + signal when
+/// SIGINT/SIGTERM arrives before the report is written, in which case no report is written and the
+/// overlays written so far are removed.
 int run_eval(const EvalConfig& cfg);
 
 }  // namespace instinct::eval

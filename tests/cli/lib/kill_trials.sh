@@ -1,0 +1,73 @@
+# kill_trials NAME SUBCOMMAND TRIAL...: crash trials for one trainer (sourced after common.sh; the
+# caller sets the array `common` to the trainer's arguments). Runs SUBCOMMAND once uninterrupted into
+# $WORK/NAME.straight, then into $WORK/NAME.killed once per TRIAL, each killed with SIGKILL:
+#   POINT@N  INSTINCT_FAULT=POINT@N, the process kills itself at that named point (src/common/fault.h)
+#   kill:S   an outside `kill -9` after S seconds
+# then once more to the end. Checks that each trial died by SIGKILL (or, for kill:S, finished first),
+# that each restart resumed, that no temporary file outlived a restart, that metrics.jsonl has every
+# row of the uninterrupted run once and no torn line, and that the final weights (trunk.pt,
+# trunk_ema.pt) equal the uninterrupted run's. Prints "NAME: K/T kill trials survived".
+kill_trials() {
+  local name=$1 sub=$2; shift 2
+  local straight="$WORK/$name.straight" dir="$WORK/$name.killed" rc n=0 killed=0
+  "$TRAIN" "$sub" "${common[@]}" run_dir="$straight" > "$WORK/$name.straight.log" 2>&1 \
+    || { cat "$WORK/$name.straight.log"; fail "$name: uninterrupted run"; }
+  for trial in "$@"; do
+    n=$((n + 1))
+    local log="$WORK/$name.trial$n.log" had
+    had=$(ls "$dir"/checkpoints/step_*.pt 2>/dev/null || true)
+    set +e
+    if [[ $trial == kill:* ]]; then
+      timeout -s KILL "${trial#kill:}" "$TRAIN" "$sub" "${common[@]}" run_dir="$dir" > "$log" 2>&1
+    else
+      INSTINCT_FAULT="$trial" "$TRAIN" "$sub" "${common[@]}" run_dir="$dir" > "$log" 2>&1
+    fi
+    rc=$?
+    set -e
+    if [ "$rc" -eq 137 ]; then
+      killed=$((killed + 1))
+    elif [ "$rc" -ne 0 ] || [[ $trial != kill:* ]]; then
+      cat "$log"; fail "$name trial $n ($trial): exit $rc, expected 137 (SIGKILL)"
+    fi
+    # A restart with a checkpoint on disk resumes from it (a kill:S may strike before it says so).
+    if [ -n "$had" ] && [[ $trial != kill:* ]] && ! grep -q "resumed from" "$log"; then
+      cat "$log"; fail "$name trial $n ($trial): did not resume from the checkpoints on disk"
+    fi
+    local tmps; tmps=$(find "$dir" -name '*.tmp*' 2>/dev/null | wc -l)
+    echo "$name trial $n ($trial): exit $rc, $(ls "$dir/checkpoints" 2>/dev/null | grep -c '^step_' || true) checkpoints, $tmps temporaries left by the kill"
+  done
+  "$TRAIN" "$sub" "${common[@]}" run_dir="$dir" > "$WORK/$name.final.log" 2>&1 \
+    || { cat "$WORK/$name.final.log"; fail "$name: final restart"; }
+  grep -q "resumed from" "$WORK/$name.final.log" || { cat "$WORK/$name.final.log"; fail "$name: final restart did not resume"; }
+  local left; left=$(find "$dir" -name '*.tmp*')
+  [ -z "$left" ] || fail "$name: temporary files of killed writers outlived the restarts: $left"
+  "$PY" - "$straight" "$dir" <<'PYEOF'
+import json, sys, torch
+def rows(d):
+    lines = open(f"{d}/metrics.jsonl").read().split("\n")
+    assert lines[-1] == "", f"{d}/metrics.jsonl: last line not terminated (torn)"
+    out = {}
+    for l in lines[:-1]:
+        r = json.loads(l)  # a torn line would fail here
+        k = (r["split"], r["step"])
+        assert k not in out, f"{d}/metrics.jsonl: row {k} twice"
+        out[k] = r
+    return out
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+assert sorted(a) == sorted(b), ("rows differ", sorted(set(a) ^ set(b)))
+timing = ("time_", "ms_", "images_per_s", "wall", "eval_s")
+for k in a:
+    for f, v in a[k].items():
+        if isinstance(v, float) and not f.startswith(timing):
+            assert abs(v - b[k][f]) <= 1e-6 * max(1.0, abs(v)), (k, f, v, b[k][f])
+worst = 0.0
+for name in ("trunk.pt", "trunk_ema.pt"):
+    ta = torch.load(f"{sys.argv[1]}/{name}", weights_only=True)["trunk"]
+    tb = torch.load(f"{sys.argv[2]}/{name}", weights_only=True)["trunk"]
+    assert list(ta) == list(tb)
+    worst = max([worst] + [(ta[k].double() - tb[k].double()).abs().max().item() for k in ta])
+assert worst <= 1e-6, worst
+print(f"{len(a)} metrics rows identical, final weights max diff {worst:.1e}")
+PYEOF
+  echo "$name: $killed/$# kill trials survived (each restart resumed, final weights equal)"
+}
