@@ -93,7 +93,10 @@ class StageARecipe : public Recipe {
       tfeat = cache_->read(batch.indices).view({-1, t.trunk_channels, t.trunk_grid, t.trunk_grid}).to(ctx.run.device);
     } else {
       tfeat = teacher_features(ctx, batch.images);
-      if (cache_) cache_->write(batch.indices, tfeat);
+      if (cache_) {  // train on what the cache holds, so a record read back later gives the same loss
+        cache_->write(batch.indices, tfeat);
+        tfeat = tfeat.to(torch::kHalf).to(torch::kFloat);
+      }
     }
     timer.lap("teacher");
     at::Tensor gv = batch.valid.defined() ? grid_valid_mask(batch.valid, t.trunk_grid).to(ctx.run.device) : at::Tensor();

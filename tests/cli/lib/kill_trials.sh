@@ -1,5 +1,6 @@
 # kill_trials NAME SUBCOMMAND TRIAL...: crash trials for one trainer (sourced after common.sh; the
-# caller sets the array `common` to the trainer's arguments). Runs SUBCOMMAND once uninterrupted into
+# caller sets the array `common` to the trainer's arguments; "@RUN@" in them becomes "straight" or
+# "killed", e.g. for a per-run cache directory). Runs SUBCOMMAND once uninterrupted into
 # $WORK/NAME.straight, then into $WORK/NAME.killed once per TRIAL, each killed with SIGKILL:
 #   POINT@N  INSTINCT_FAULT=POINT@N, the process kills itself at that named point (src/common/fault.h)
 #   kill:S   an outside `kill -9` after S seconds
@@ -10,7 +11,8 @@
 kill_trials() {
   local name=$1 sub=$2; shift 2
   local straight="$WORK/$name.straight" dir="$WORK/$name.killed" rc n=0 killed=0
-  "$TRAIN" "$sub" "${common[@]}" run_dir="$straight" > "$WORK/$name.straight.log" 2>&1 \
+  local args_straight=("${common[@]//@RUN@/straight}") args=("${common[@]//@RUN@/killed}")
+  "$TRAIN" "$sub" "${args_straight[@]}" run_dir="$straight" > "$WORK/$name.straight.log" 2>&1 \
     || { cat "$WORK/$name.straight.log"; fail "$name: uninterrupted run"; }
   for trial in "$@"; do
     n=$((n + 1))
@@ -18,9 +20,9 @@ kill_trials() {
     had=$(ls "$dir"/checkpoints/step_*.pt 2>/dev/null || true)
     set +e
     if [[ $trial == kill:* ]]; then
-      timeout -s KILL "${trial#kill:}" "$TRAIN" "$sub" "${common[@]}" run_dir="$dir" > "$log" 2>&1
+      timeout -s KILL "${trial#kill:}" "$TRAIN" "$sub" "${args[@]}" run_dir="$dir" > "$log" 2>&1
     else
-      INSTINCT_FAULT="$trial" "$TRAIN" "$sub" "${common[@]}" run_dir="$dir" > "$log" 2>&1
+      INSTINCT_FAULT="$trial" "$TRAIN" "$sub" "${args[@]}" run_dir="$dir" > "$log" 2>&1
     fi
     rc=$?
     set -e
@@ -36,7 +38,7 @@ kill_trials() {
     local tmps; tmps=$(find "$dir" -name '*.tmp*' 2>/dev/null | wc -l)
     echo "$name trial $n ($trial): exit $rc, $(ls "$dir/checkpoints" 2>/dev/null | grep -c '^step_' || true) checkpoints, $tmps temporaries left by the kill"
   done
-  "$TRAIN" "$sub" "${common[@]}" run_dir="$dir" > "$WORK/$name.final.log" 2>&1 \
+  "$TRAIN" "$sub" "${args[@]}" run_dir="$dir" > "$WORK/$name.final.log" 2>&1 \
     || { cat "$WORK/$name.final.log"; fail "$name: final restart"; }
   grep -q "resumed from" "$WORK/$name.final.log" || { cat "$WORK/$name.final.log"; fail "$name: final restart did not resume"; }
   local left; left=$(find "$dir" -name '*.tmp*')
