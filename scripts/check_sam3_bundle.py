@@ -13,6 +13,7 @@ seed. Exit status 0 when every prompt agrees, 1 when one does not, 2 on a usage 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,11 +84,15 @@ def run_eval(binary, bundle, ann, image_dir, out, mask_choice, threads, prompts)
 
 
 def single0_bundle(src, dst):
-    """A view of bundle `src` (file links) whose bundle.json sets sam_head.stability_thresh = 0."""
+    """A view of bundle `src` (hard links, or copies: instinct refuses a symlink out of a bundle)
+    whose bundle.json sets sam_head.stability_thresh = 0."""
     os.makedirs(dst, exist_ok=True)
     for name in os.listdir(src):
         if name != "bundle.json" and not os.path.exists(os.path.join(dst, name)):
-            os.symlink(os.path.abspath(os.path.join(src, name)), os.path.join(dst, name))
+            try:
+                os.link(os.path.join(src, name), os.path.join(dst, name))
+            except OSError:
+                shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
     with open(os.path.join(src, "bundle.json")) as f:
         info = json.load(f)
     info["sam_head"]["stability_thresh"] = 0.0

@@ -46,6 +46,8 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   const auto eq = assignment.find('=');
   INSTINCT_CHECK(eq != std::string::npos && eq > 0, "override '", assignment,
                  "': expected key.sub=value");
+  INSTINCT_CHECK(root.IsMap() || root.IsNull(), "override '", assignment,
+                 "': the configuration is not a YAML map of settings");
   const std::string key = assignment.substr(0, eq);
   YAML::Node value;
   try {
@@ -75,7 +77,10 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
 void collect_keys(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& out) {
   if (!node.IsMap()) return;
   for (const auto& kv : node) {
-    const std::string key = prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
+    INSTINCT_CHECK(kv.first.IsScalar(), "config: a key ", prefix.empty() ? "at the top level" : "under '" + prefix + "'",
+                   " is a ", kv.first.IsSequence() ? "list" : (kv.first.IsMap() ? "map" : "null"),
+                   ", expected a setting name");
+    const std::string key = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
     if (kv.second.IsMap() && kv.second.size() > 0) collect_keys(kv.second, key, out);
     else out.push_back(key);
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -72,12 +73,62 @@ ImageU8 decode_ppm(const std::vector<uint8_t>& b, const std::string& name) {
   img.rgb.assign(b.begin() + static_cast<std::ptrdiff_t>(i), b.begin() + static_cast<std::ptrdiff_t>(i + n));
   return img;
 }
+
+#ifdef INSTINCT_WITH_IMGCODECS
+constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 16384 x 16384
+
+uint32_t be(const std::vector<uint8_t>& b, size_t i, int n) {
+  uint32_t v = 0;
+  for (int k = 0; k < n; ++k) v = v << 8 | b[i + k];
+  return v;
+}
+uint32_t le(const std::vector<uint8_t>& b, size_t i, int n) {
+  uint32_t v = 0;
+  for (int k = n - 1; k >= 0; --k) v = v << 8 | b[i + k];
+  return v;
+}
+
+// Pixel count a JPEG / PNG / BMP / WebP header declares (0 when the header does not say), read before
+// OpenCV allocates the image: a 54-byte BMP may claim 30000 x 30000. Other formats OpenCV would sniff
+// (TIFF, EXR, JPEG 2000, ...) are refused: those decoders are attack surface the tools do not need.
+uint64_t declared_pixels(const std::vector<uint8_t>& b, const std::string& name) {  // (< 2^64: 32-bit sides)
+  const size_t n = b.size();
+  if (n >= 24 && be(b, 0, 4) == 0x89504E47u && be(b, 12, 4) == 0x49484452u)  // PNG, IHDR
+    return uint64_t(be(b, 16, 4)) * be(b, 20, 4);
+  if (n >= 26 && b[0] == 'B' && b[1] == 'M') {
+    if (le(b, 14, 4) == 12) return uint64_t(le(b, 18, 2)) * le(b, 20, 2);
+    return uint64_t(std::abs(int64_t(int32_t(le(b, 18, 4))))) * uint64_t(std::abs(int64_t(int32_t(le(b, 22, 4)))));
+  }
+  if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {  // JPEG: walk the segments to a SOFn
+    for (size_t i = 2; i + 4 <= n;) {
+      if (b[i] != 0xFF) return 0;
+      const uint8_t m = b[i + 1];
+      if (m == 0xFF) { ++i; continue; }
+      if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
+      if (m == 0xDA || m == 0xD9) return 0;
+      if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)
+        return i + 9 <= n ? uint64_t(be(b, i + 5, 2)) * be(b, i + 7, 2) : 0;
+      i += 2 + be(b, i + 2, 2);
+    }
+    return 0;
+  }
+  if (n >= 12 && be(b, 0, 4) == 0x52494646u && be(b, 8, 4) == 0x57454250u) {  // RIFF....WEBP
+    // VP8 / VP8L frames are at most 16384 x 16384; only the extended header (VP8X) declares more.
+    if (n >= 30 && be(b, 12, 4) == 0x56503858u) return (uint64_t(le(b, 24, 3)) + 1) * (uint64_t(le(b, 27, 3)) + 1);
+    return 0;
+  }
+  fail("cannot decode image '", name, "': not a JPEG, PNG, BMP, WebP or binary PPM file");
+}
+#endif
 }  // namespace
 
 ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name) {
   if (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == '6') return decode_ppm(bytes, name);
 #ifdef INSTINCT_WITH_IMGCODECS
   INSTINCT_CHECK(!bytes.empty(), "cannot decode image '", name, "': file is empty");
+  const uint64_t pixels = declared_pixels(bytes, name);
+  INSTINCT_CHECK(pixels <= uint64_t(kMaxPixels), "cannot decode image '", name, "': its header declares ", pixels,
+                 " pixels, more than the 2^28 (16384 x 16384) this loader accepts");
   cv::Mat bgr;
   try {
     const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U, const_cast<uint8_t*>(bytes.data()));

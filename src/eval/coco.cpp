@@ -6,6 +6,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <type_traits>
 #include <unordered_map>
 
 #include "instinct/common/error.h"
@@ -27,12 +28,24 @@ json read_json(const std::string& path) {
 template <class T>
 T get(const json& j, const char* key, const std::string& where) {
   INSTINCT_CHECK(j.is_object() && j.contains(key), where, ": missing key '", key, "'");
+  if constexpr (std::is_integral_v<T>) {  // get<T> casts floats and wide integers (undefined or wrapping)
+    const json& v = j.at(key);
+    const bool fits = v.is_number_unsigned()  ? v.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max())
+                      : v.is_number_integer() ? v.get<int64_t>() >= int64_t(std::numeric_limits<T>::min()) &&
+                                                    v.get<int64_t>() <= int64_t(std::numeric_limits<T>::max())
+                                              : false;
+    INSTINCT_CHECK(fits, where, ": key '", key, "' is ", v.is_primitive() ? v.dump().substr(0, 40) : v.type_name(),
+                   ", expected an integer in [", std::numeric_limits<T>::min(), ", ", std::numeric_limits<T>::max(), "]");
+  }
   try {
     return j.at(key).get<T>();
   } catch (const json::exception&) {
-    fail(where, ": key '", key, "' has the wrong type (", j.at(key).dump().substr(0, 40), ")");
+    const json& v = j.at(key);  // a nested value is named by its type: dump() recurses
+    fail(where, ": key '", key, "' has the wrong type (", v.is_primitive() ? v.dump().substr(0, 40) : v.type_name(), ")");
   }
 }
+
+constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 16384 x 16384: masks of this size are decoded densely
 }  // namespace
 
 CocoDataset CocoDataset::load(const std::string& path, const std::vector<int64_t>& image_ids) {
@@ -42,6 +55,7 @@ CocoDataset CocoDataset::load(const std::string& path, const std::vector<int64_t
   CocoDataset ds;
   ds.path_ = path;
   if (root.contains("categories")) {
+    INSTINCT_CHECK(root["categories"].is_array(), path, ": 'categories' must be an array");
     for (size_t i = 0; i < root["categories"].size(); ++i) {
       const auto& c = root["categories"][i];
       const std::string where = path + " categories[" + std::to_string(i) + "]";
@@ -59,9 +73,13 @@ CocoDataset CocoDataset::load(const std::string& path, const std::vector<int64_t
     INSTINCT_CHECK(all_ids.insert(r.id).second, where, ": duplicate image id ", r.id);
     if (!wanted.empty() && !wanted.count(r.id)) continue;
     r.file_name = get<std::string>(im, "file_name", where);
-    r.width = get<int>(im, "width", where);
-    r.height = get<int>(im, "height", where);
-    INSTINCT_CHECK(r.width > 0 && r.height > 0, where, ": width/height must be positive");
+    // Checked as int64 before anything is sized by them (get<int> would wrap 2^32 + 5 to 5).
+    const int64_t w = get<int64_t>(im, "width", where), h = get<int64_t>(im, "height", where);
+    INSTINCT_CHECK(w > 0 && h > 0 && w <= kMaxPixels && h <= kMaxPixels && w * h <= kMaxPixels, where, " (id ", r.id,
+                   "): image size ", w, " x ", h, " is not plausible; expected positive width and height with "
+                   "width * height <= 2^28 (", kMaxPixels, ") pixels");
+    r.width = static_cast<int>(w);
+    r.height = static_cast<int>(h);
     ds.images_.push_back(std::move(r));
   }
   for (int64_t id : wanted) INSTINCT_CHECK(all_ids.count(id), path, ": subset image id ", id, " is not in this file");
@@ -84,13 +102,14 @@ CocoDataset CocoDataset::load(const std::string& path, const std::vector<int64_t
       INSTINCT_CHECK(ds.categories_.count(ann.category_id), where, " (id ", ann.id, "): category_id ",
                      ann.category_id, " is not declared in 'categories'");
       ann.bbox = get<std::array<double, 4>>(a, "bbox", where);
-      ann.iscrowd = a.value("iscrowd", 0) != 0;
+      ann.iscrowd = a.contains("iscrowd") && (a["iscrowd"].is_boolean() ? a["iscrowd"].get<bool>()
+                                                                         : get<int64_t>(a, "iscrowd", where) != 0);
       const auto& img = ds.images_[it->second];
       INSTINCT_CHECK(a.contains("segmentation"), where, ": missing key 'segmentation'");
       try {
         ann.rle = segmentation_to_rle(a["segmentation"], img.height, img.width);
       } catch (const Error& e) {
-        fail(where, " (id ", ann.id, "): ", e.what());
+        fail(where, " (id ", ann.id, ", image_id ", ann.image_id, "): ", e.what());
       }
       ann.area = a.contains("area") ? get<double>(a, "area", where) : double(rle_area(ann.rle));
       ds.images_[it->second].annotations.push_back(ds.anns_.size());

@@ -380,7 +380,9 @@ Rle segmentation_to_rle(const nlohmann::json& seg, int h, int w) {
                  " (expected a polygon list or an RLE {\"size\": [h, w], \"counts\": ...})");
   const auto& size = seg["size"];
   INSTINCT_CHECK(size.is_array() && size.size() == 2 && size[0].is_number_integer() && size[1].is_number_integer(),
-                 "segmentation: RLE \"size\" is ", size.dump(), " (expected [h, w])");
+                 "segmentation: RLE \"size\" is ", size.is_primitive() || (size.size() <= 2 && std::all_of(size.begin(), size.end(), [](const auto& x) { return x.is_primitive(); }))
+                     ? size.dump() : size.type_name(),
+                 " (expected [h, w])");
   INSTINCT_CHECK(size[0].get<int64_t>() == h && size[1].get<int64_t>() == w, "segmentation: RLE \"size\" is ",
                  size.dump(), " but the image is h=", h, ", w=", w);
   const auto& counts = seg["counts"];
@@ -392,7 +394,8 @@ Rle segmentation_to_rle(const nlohmann::json& seg, int h, int w) {
   for (size_t i = 0; i < counts.size(); ++i) {
     const auto& c = counts[i];
     INSTINCT_CHECK(c.is_number_integer() && c.get<int64_t>() >= 0 && c.get<int64_t>() <= UINT32_MAX,
-                   "segmentation: RLE counts[", i, "] = ", c.dump(), " (expected an integer 0..2^32-1)");
+                   "segmentation: RLE counts[", i, "] = ", c.is_primitive() ? c.dump() : c.type_name(),
+                   " (expected an integer 0..2^32-1)");
     r.counts.push_back(static_cast<uint32_t>(c.get<int64_t>()));
   }
   const uint64_t sum = counts_sum(r);

@@ -56,7 +56,7 @@ PredictionSet PredictionSet::load(const std::string& spec, const CocoDataset& ds
     const json& r = (*rows)[i];
     const std::string where = ps.path_ + " row " + std::to_string(i);
     INSTINCT_CHECK(r.is_object(), where, ": expected an object, got ", r.type_name());
-    if (!only.empty() && r.value("model", std::string()) != only) continue;
+    if (!only.empty() && !(r.contains("model") && r["model"].is_string() && r["model"].get<std::string>() == only)) continue;
     auto need = [&](const char* k) -> const json& {
       INSTINCT_CHECK(r.contains(k), where, ": missing key \"", k, "\"");
       return r[k];
@@ -71,11 +71,12 @@ PredictionSet PredictionSet::load(const std::string& spec, const CocoDataset& ds
     INSTINCT_CHECK(p.prompt == "box" || p.prompt == "point" || p.prompt == "concept", where, ": prompt '", p.prompt,
                    "' is unknown; valid: box, point, concept");
     if (r.contains("category_id") && !r["category_id"].is_null()) {
-      INSTINCT_CHECK(r["category_id"].is_number_integer(), where, ": category_id ", r["category_id"].dump(),
-                     " is not an integer");
-      p.category_id = r["category_id"].get<int>();
-      INSTINCT_CHECK(cat_set.count(p.category_id), where, ": category_id ", p.category_id, " is not a category of ",
-                     ds.path());
+      const json& c = r["category_id"];
+      INSTINCT_CHECK(c.is_number_integer(), where, ": category_id ", c.dump(), " is not an integer");
+      const int64_t id = c.get<int64_t>();  // (wraps above 2^63: then negative, and rejected)
+      INSTINCT_CHECK(id >= 0 && id <= INT32_MAX && cat_set.count(int(id)), where, ": category_id ", c.dump(),
+                     " is not a category of ", ds.path());
+      p.category_id = int(id);
     }
     INSTINCT_CHECK(p.prompt != "concept" || p.category_id >= 0, where, ": concept rows need a category_id");
     if (r.contains("annotation_id") && !r["annotation_id"].is_null()) {

@@ -101,7 +101,6 @@ class ToIValue {
       case K::Global:
       case K::Object:
         fail(a_.path(), ": contains Python class '", v->s, "' at ", where, ", which is not loaded (no Python code is run)",
-             v->s.rfind("numpy.", 0) == 0 ? "; save numpy values as Python numbers or tensors" : "",
              "; expected only dicts, lists, tuples, tensors, strings, numbers, bools and None");
       default:
         fail(a_.path(), ": contains a ", v->type_name(), " at ", where,

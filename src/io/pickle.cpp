@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "instinct/common/error.h"
 
@@ -20,11 +22,50 @@ const std::vector<std::pair<std::string, at::ScalarType>>& storage_classes() {
   return m;
 }
 
+// The Python globals torch.save writes for tensors and plain values (what
+// torch.load(weights_only=True) accepts); any other name is refused where it is read.
+bool allowed_global(const std::string& g) {
+  static const std::set<std::string> names = [] {
+    std::set<std::string> n = {
+        "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_parameter_with_state", "torch._tensor._rebuild_from_type_v2", "torch.Tensor",
+        "torch.nn.parameter.Parameter", "collections.OrderedDict", "torch.Size", "torch.device",
+        "_codecs.encode",  // bytes in protocol 2
+    };
+    for (const auto& [c, t] : storage_classes()) n.insert("torch." + c);
+    for (const char* d : {"float16", "float32", "float64", "bfloat16", "complex32", "complex64", "complex128", "int8",
+                          "int16", "int32", "int64", "uint8", "bool"})
+      n.insert(std::string("torch.") + d);
+    return n;
+  }();
+  return names.count(g) > 0;
+}
+
+// `s` for a one-line message: control bytes escaped, at most 120 characters.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 120)) {
+    if (c >= 0x20 && c != 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return s.size() > 120 ? out + "..." : out;
+}
+
 // ---- reading: a pickle interpreter for what torch.save writes ----
 
 class Unpickler {
  public:
   Unpickler(const uint8_t* p, size_t n, const std::string& path) : p_(p), n_(n), path_(path) {}
+
+  // Values may form cycles (a list appended to itself), also ones no longer on the stack or memo when
+  // an error is thrown: the links of every value pushed are cut so they are freed; after a successful
+  // run the tree under the root is kept.
+  ~Unpickler() { dismantle(pushed_, done_ ? &tree_ : nullptr); }
 
   PyPtr run() {
     for (;;) {
@@ -34,7 +75,10 @@ class Unpickler {
         case 0x95: take(8); break;                      // FRAME
         case '.': {                                     // STOP
           need(1, "STOP");
-          return pop();
+          auto root = pop();
+          check_tree(root);
+          done_ = true;
+          return root;
         }
         case '}': push(PyValue::make_dict()); break;    // EMPTY_DICT
         case ']': push(PyValue::make_list({})); break;  // EMPTY_LIST
@@ -90,19 +134,15 @@ class Unpickler {
         case '0': pop(); break;
         case '2': push(top("DUP")); break;
         case 'c': {                                                      // GLOBAL
-          std::string mod = line(), name = line();
-          auto g = std::make_shared<PyValue>();
-          g->kind = PyValue::Kind::Global;
-          g->s = mod + "." + name;
-          push(g);
+          const size_t at = pos_ - 1;
+          std::string mod = line();
+          push(global(mod + "." + line(), at));
           break;
         }
         case 0x93: {                                                     // STACK_GLOBAL
           auto name = pop(), mod = pop();
-          auto g = std::make_shared<PyValue>();
-          g->kind = PyValue::Kind::Global;
-          g->s = mod->s + "." + name->s;
-          push(g);
+          bad(!mod->is_str() || !name->is_str(), "STACK_GLOBAL of a " + mod->type_name() + " and a " + name->type_name());
+          push(global(mod->s + "." + name->s, pos_ - 1));
           break;
         }
         case 'Q': push(persistent(pop())); break;                         // BINPERSID
@@ -196,7 +236,10 @@ class Unpickler {
     const size_t base = marks_.empty() ? 0 : marks_.back();
     bad(stack_.size() < base + k, std::string("stack underflow in ") + what);
   }
-  void push(PyPtr v) { stack_.push_back(std::move(v)); }
+  void push(PyPtr v) {
+    pushed_.push_back(v);
+    stack_.push_back(std::move(v));
+  }
   PyPtr pop() {
     need(1, "pop");
     auto v = stack_.back();
@@ -230,7 +273,77 @@ class Unpickler {
     bad(d->kind != PyValue::Kind::Dict, std::string(what) + " on a " + d->type_name());
     return d;
   }
-  static int64_t as_int(const PyPtr& v) { return v && v->kind == PyValue::Kind::Int ? v->i : -1; }
+  // The object tree is what its users may walk recursively and expand (memo references copied
+  // wherever they occur): no cycles, at most kMaxDepth levels, and at most as many nodes once
+  // expanded as a few per byte of pickle.
+  void check_tree(const PyPtr& root) {
+    static constexpr int kMaxDepth = 1000;
+    const uint64_t max_nodes = std::max<uint64_t>(uint64_t(1) << 20, 8 * uint64_t(n_));
+    struct Info {
+      int state = 0;  // 1: on the path, 2: done
+      int depth = 0;
+      uint64_t nodes = 0;
+    };
+    std::unordered_map<const PyValue*, Info> info;
+    auto children = [](const PyValue* v) {
+      std::vector<const PyValue*> c;
+      for (const auto& x : v->items) c.push_back(x.get());
+      for (const auto& [k, x] : v->dict) c.push_back(k.get()), c.push_back(x.get());
+      return c;
+    };
+    std::vector<std::pair<const PyValue*, bool>> todo = {{root.get(), false}};
+    while (!todo.empty()) {
+      auto [v, leaving] = todo.back();
+      todo.pop_back();
+      Info& in = info[v];
+      if (leaving) {
+        in.state = 2, in.nodes = 1;
+        for (const PyValue* c : children(v)) {
+          const Info& ci = info[c];
+          in.depth = std::max(in.depth, ci.depth + 1);
+          in.nodes = std::min(max_nodes + 1, in.nodes + ci.nodes);
+        }
+        INSTINCT_CHECK(in.depth <= kMaxDepth, path_, ": data.pkl nests containers more than ", kMaxDepth,
+                       " levels deep; expected a file written by torch.save");
+        INSTINCT_CHECK(in.nodes <= max_nodes, path_, ": data.pkl expands to more than ", max_nodes,
+                       " values through shared references (", n_, " bytes of pickle); expected a file written by torch.save");
+        continue;
+      }
+      if (in.state == 2) continue;
+      INSTINCT_CHECK(in.state == 0, path_, ": data.pkl holds a container that contains itself (a ", v->type_name(),
+                     "); expected a file written by torch.save");
+      in.state = 1;
+      todo.push_back({v, true});
+      for (const PyValue* c : children(v))
+        if (info[c].state != 2) todo.push_back({c, false});
+    }
+    for (const auto& kv : info) tree_.insert(kv.first);
+  }
+
+  // Frees the values reachable from `roots` (except those in `keep`) one node at a time.
+  static void dismantle(const std::vector<PyPtr>& roots, const std::unordered_set<const PyValue*>* keep) {
+    std::vector<PyPtr> all;
+    std::unordered_set<const PyValue*> seen;
+    auto visit = [&](const PyPtr& v) {
+      if (v && !(keep && keep->count(v.get())) && seen.insert(v.get()).second) all.push_back(v);
+    };
+    for (const auto& r : roots) visit(r);
+    for (size_t i = 0; i < all.size(); ++i) {
+      for (const auto& x : all[i]->items) visit(x);
+      for (const auto& [k, x] : all[i]->dict) visit(k), visit(x);
+    }
+    for (auto& v : all) v->items.clear(), v->dict.clear();
+  }
+
+  PyPtr global(const std::string& name, size_t at) {
+    INSTINCT_CHECK(allowed_global(name), path_, ": data.pkl names the Python global '", printable(name), "' (byte ", at,
+                   "), which torch.save never writes for dense tensors and plain values; refusing the file (nothing was "
+                   "executed)", name.rfind("numpy.", 0) == 0 ? "; save numpy values as Python numbers or tensors" : "");
+    auto g = std::make_shared<PyValue>();
+    g->kind = PyValue::Kind::Global;
+    g->s = name;
+    return g;
+  }
   std::vector<int64_t> ints(const PyPtr& t, const char* what) {
     bad(!t || t->kind != PyValue::Kind::Tuple, std::string("tensor ") + what + " is not a tuple");
     std::vector<int64_t> v;
@@ -247,20 +360,67 @@ class Unpickler {
         "persistent id is not a ('storage', ...) tuple");
     const auto& cls = pid->items[1];
     bad(cls->kind != PyValue::Kind::Global, "storage type is not a class");
-    std::string name = cls->s.substr(cls->s.rfind('.') + 1);
     auto st = std::make_shared<PyValue>();
     st->kind = PyValue::Kind::Storage;
     bool known = false;
     for (const auto& [n, t] : storage_classes())
-      if (n == name) st->tensor.dtype = t, known = true;
+      if ("torch." + n == cls->s) st->tensor.dtype = t, known = true;
     INSTINCT_CHECK(known, path_, ": storage of type '", cls->s, "' is not supported; expected one of the dense "
                    "CPU/CUDA storage types (FloatStorage, HalfStorage, BFloat16Storage, ...)");
     bad(!pid->items[2]->is_str() || !pid->items[3]->is_str() || pid->items[4]->kind != PyValue::Kind::Int,
         "malformed storage reference");
-    st->tensor.storage = pid->items[2]->s;
-    st->tensor.location = pid->items[3]->s;
-    st->tensor.storage_numel = pid->items[4]->i;
+    TensorRef& r = st->tensor;
+    r.storage = pid->items[2]->s;
+    r.location = pid->items[3]->s;
+    r.storage_numel = pid->items[4]->i;
+    int64_t bytes = 0;
+    INSTINCT_CHECK(r.storage_numel >= 0 && !__builtin_mul_overflow(r.storage_numel, int64_t(c10::elementSize(r.dtype)), &bytes),
+                   path_, ": storage '", printable(r.storage), "' claims ", r.storage_numel, " elements of ",
+                   c10::toString(r.dtype), "; expected a count from 0 to 2^63 bytes; the archive is corrupt");
+    // One storage record has one dtype and one size, however many tensors view it.
+    auto [it, fresh] = storages_.emplace(r.storage, std::make_pair(r.dtype, r.storage_numel));
+    INSTINCT_CHECK(fresh || it->second == std::make_pair(r.dtype, r.storage_numel), path_, ": storage '",
+                   printable(r.storage), "' is declared as ", it->second.second, " x ", c10::toString(it->second.first),
+                   " and as ", r.storage_numel, " x ", c10::toString(r.dtype), "; the archive is corrupt");
     return st;
+  }
+
+  // A tensor's layout lies inside its storage: sizes and strides >= 0, numel * element size and the
+  // last element's index computed without int64 overflow.
+  void check_layout(const TensorRef& r) {
+    auto where = [&] { return path_ + ": tensor on storage '" + printable(r.storage) + "'"; };
+    INSTINCT_CHECK(r.sizes.size() == r.strides.size(), where(), " has ", r.sizes.size(), " sizes and ", r.strides.size(),
+                   " strides; the archive is corrupt");
+    INSTINCT_CHECK(r.offset >= 0, where(), " has storage offset ", r.offset, "; expected >= 0; the archive is corrupt");
+    int64_t numel = 1, last = r.offset;
+    bool overflow = false;
+    for (size_t d = 0; d < r.sizes.size(); ++d) {
+      INSTINCT_CHECK(r.sizes[d] >= 0 && r.strides[d] >= 0, where(), " has size ", r.sizes[d], " and stride ", r.strides[d],
+                     " in dimension ", d, "; expected non-negative values; the archive is corrupt");
+      overflow |= __builtin_mul_overflow(numel, r.sizes[d], &numel);
+    }
+    int64_t bytes = 0;
+    overflow |= __builtin_mul_overflow(numel, int64_t(c10::elementSize(r.dtype)), &bytes);
+    INSTINCT_CHECK(!overflow, where(), " has shape ", shape_text(r.sizes),
+                   ", whose element count overflows int64; the archive is corrupt");
+    if (numel == 0) {
+      INSTINCT_CHECK(r.offset <= r.storage_numel, where(), " starts at element ", r.offset, " of a storage with ",
+                     r.storage_numel, " elements; the archive is corrupt");
+      return;
+    }
+    for (size_t d = 0; d < r.sizes.size() && !overflow; ++d) {
+      int64_t step = 0;
+      overflow |= __builtin_mul_overflow(r.sizes[d] - 1, r.strides[d], &step) || __builtin_add_overflow(last, step, &last);
+    }
+    INSTINCT_CHECK(!overflow && last < r.storage_numel, where(), " (shape ", shape_text(r.sizes), ", strides ",
+                   shape_text(r.strides), ", offset ", r.offset, ") reaches ",
+                   overflow ? std::string("past element 2^63") : "element " + std::to_string(last), " of a storage with ",
+                   r.storage_numel, " elements; the archive is corrupt");
+  }
+  static std::string shape_text(const std::vector<int64_t>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + "]";
   }
 
   PyPtr reduce(const PyPtr& fn, const PyPtr& args) {
@@ -271,21 +431,12 @@ class Unpickler {
     if (g == "torch._utils._rebuild_tensor_v2" || g == "torch._utils._rebuild_tensor") {
       bad(a.size() < 4 || a[0]->kind != PyValue::Kind::Storage, "malformed _rebuild_tensor arguments");
       TensorRef r = a[0]->tensor;
-      r.offset = as_int(a[1]);
+      bad(a[1]->kind != PyValue::Kind::Int, "tensor storage offset is not an integer");
+      r.offset = a[1]->i;
       r.sizes = ints(a[2], "size");
       r.strides = ints(a[3], "stride");
-      bad(r.offset < 0 || r.sizes.size() != r.strides.size(), "malformed tensor layout");
       r.requires_grad = a.size() > 4 && a[4]->kind == PyValue::Kind::Bool && a[4]->b;
-      int64_t extent = r.offset;
-      bool empty = false;
-      for (size_t d = 0; d < r.sizes.size(); ++d) {
-        bad(r.sizes[d] < 0 || r.strides[d] < 0, "negative size or stride");
-        empty |= r.sizes[d] == 0;
-        extent += (r.sizes[d] - 1) * r.strides[d];
-      }
-      INSTINCT_CHECK(empty || extent < r.storage_numel, path_, ": tensor on storage '", r.storage,
-                     "' reaches element ", extent, " of a storage with ", r.storage_numel,
-                     " elements; the archive is corrupt");
+      check_layout(r);
       return PyValue::make_tensor(r);
     }
     if (g == "torch._utils._rebuild_parameter" || g == "torch._utils._rebuild_parameter_with_state") {
@@ -298,7 +449,7 @@ class Unpickler {
       bad(a.size() < 3, "malformed _rebuild_from_type_v2 arguments");
       return reduce(a[0], a[2]);
     }
-    if (g == "collections.OrderedDict" || g == "builtins.dict") {
+    if (g == "collections.OrderedDict") {
       auto d = PyValue::make_dict();
       if (!a.empty() && a[0]->kind == PyValue::Kind::List)
         for (const auto& kv : a[0]->items) {
@@ -320,6 +471,10 @@ class Unpickler {
   std::vector<PyPtr> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, PyPtr> memo_;
+  std::unordered_map<std::string, std::pair<at::ScalarType, int64_t>> storages_;  // key -> (dtype, numel)
+  std::unordered_set<const PyValue*> tree_;  // the nodes under the returned root
+  bool done_ = false;
+  std::vector<PyPtr> pushed_;  // every value ever pushed (see ~Unpickler)
 };
 
 // ---- writing ----
@@ -456,9 +611,26 @@ class Pickler {
 }  // namespace
 
 int64_t TensorRef::nbytes() const {
-  int64_t n = 1;
-  for (auto s : sizes) n *= s;
-  return n * static_cast<int64_t>(c10::elementSize(dtype));
+  int64_t n = static_cast<int64_t>(c10::elementSize(dtype));
+  for (auto s : sizes)
+    if (__builtin_mul_overflow(n, s, &n)) fail("tensor on storage '", printable(storage), "': byte size overflows int64");
+  return n;
+}
+
+PyValue::~PyValue() {
+  std::vector<PyPtr> work;
+  auto take = [&](PyValue& v) {
+    for (auto& x : v.items) work.push_back(std::move(x));
+    for (auto& [k, x] : v.dict) work.push_back(std::move(k)), work.push_back(std::move(x));
+    v.items.clear();
+    v.dict.clear();
+  };
+  take(*this);
+  while (!work.empty()) {
+    PyPtr p = std::move(work.back());
+    work.pop_back();
+    if (p && p.use_count() == 1) take(*p);  // p then dies childless: no recursion
+  }
 }
 
 PyPtr PyValue::none() { return std::make_shared<PyValue>(); }

@@ -28,6 +28,10 @@ const std::vector<std::pair<std::string, at::ScalarType>>& dtype_table() {
   return t;
 }
 
+// A JSON value for a one-line message: scalars as written, containers by type (a deeply nested
+// value would overflow the stack in dump()).
+std::string brief(const nlohmann::json& j) { return j.is_primitive() ? j.dump() : std::string(j.type_name()); }
+
 struct Entry {
   std::string name;
   at::ScalarType dtype;
@@ -54,17 +58,17 @@ Entry parse_entry(const std::string& path, const std::string& name, const nlohma
   e.dtype = it->second;
   uint64_t numel = 1;
   bool overflow = false;
+  std::string shape = "[";
   for (const auto& d : j["shape"]) {
-    if (!d.is_number_unsigned()) bad("shape entry " + d.dump() + " is not a non-negative integer");
-    uint64_t v = d.get<uint64_t>();
-    if (v > (uint64_t(1) << 48)) overflow = true;
-    e.shape.push_back(static_cast<int64_t>(v));
-    if (!overflow && v != 0 && numel > (uint64_t(1) << 56) / v) overflow = true;
-    numel *= v;
+    if (!d.is_number_unsigned()) bad("shape entry " + brief(d) + " is not a non-negative integer");
+    const uint64_t v = d.get<uint64_t>();
+    if (shape.size() < 200) shape += (shape.size() > 1 ? ", " : "") + std::to_string(v);
+    overflow |= v > (uint64_t(1) << 56) || __builtin_mul_overflow(numel, v, &numel) || numel > (uint64_t(1) << 56);
+    e.shape.push_back(static_cast<int64_t>(std::min<uint64_t>(v, uint64_t(1) << 56)));
   }
-  if (overflow) bad("shape too large");
+  if (overflow) bad("shape " + shape + "] has more than 2^56 elements (its product overflows); the file is corrupt");
   for (const auto& o : j["data_offsets"])
-    if (!o.is_number_unsigned()) bad("data_offsets entry " + o.dump() + " is not a non-negative integer");
+    if (!o.is_number_unsigned()) bad("data_offsets entry " + brief(o) + " is not a non-negative integer");
   e.begin = j["data_offsets"][0].get<uint64_t>();
   e.end = j["data_offsets"][1].get<uint64_t>();
   if (e.begin > e.end) bad("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "] has begin > end");
@@ -102,11 +106,20 @@ TensorList load_safetensors(const std::string& path, std::map<std::string, std::
   INSTINCT_CHECK(in.gcount() == static_cast<std::streamsize>(header_len), path, ": short read of safetensors header");
 
   nlohmann::json j;
+  std::set<std::string> names;
+  std::string twice;  // a tensor name the header gives twice (the JSON reader would keep the last)
   try {
-    j = nlohmann::json::parse(header);
+    j = nlohmann::json::parse(header, [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& v) {
+      if (ev == nlohmann::json::parse_event_t::key && depth == 1 && !names.insert(v.get<std::string>()).second &&
+          twice.empty())
+        twice = v.get<std::string>();
+      return true;
+    });
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": safetensors header is not valid JSON (", e.what(), ")");
   }
+  INSTINCT_CHECK(twice.empty(), path, ": safetensors header names '", twice.substr(0, 120),
+                 "' twice; expected each tensor once");
   INSTINCT_CHECK(j.is_object(), path, ": safetensors header is JSON ", j.type_name(), ", expected an object");
 
   const uint64_t data_start = 8 + header_len, data_size = file_size - data_start;

@@ -500,11 +500,16 @@ std::vector<std::string> inspect(const std::string& path, bool summary_only) {
           trunk |= starts_with(k->s, "detector.backbone.vision_backbone.trunk.model.");
         }
     auto fmt = root->is_dict() ? root->get("format") : nullptr;
+    auto tr = root->is_dict() ? root->get("trunk") : nullptr;
+    bool trunk_dict = tr && tr->is_dict() && !tr->dict.empty();  // 'trunk' holds name -> tensor
+    if (trunk_dict)
+      for (const auto& [k, v] : tr->dict) trunk_dict &= k->is_str() && v->is_tensor();
     if (sam3) format = std::string(trunk ? "SAM3 checkpoint with a student trunk (merged)" : "SAM3 checkpoint") +
                        (model ? ", wrapped in 'model'" : ", flat");
-    else if (fmt && fmt->is_str() && fmt->s == "instinct-checkpoint") format = "instinct checkpoint (trunk under 'trunk')";
-    else if (root->is_dict() && root->get("trunk")) format = "InstinctSAM trunk file ('trunk', 'backbone', 'model_name')";
-    else format = "torch.save archive";
+    else if (trunk_dict && fmt && fmt->is_str() && fmt->s == "instinct-checkpoint")
+      format = "instinct checkpoint (trunk under 'trunk')";
+    else if (trunk_dict) format = "InstinctSAM trunk file ('trunk', 'backbone', 'model_name')";
+    else format = "torch.save archive (a " + root->type_name() + "; not a trunk, checkpoint or SAM3 file)";
   }
   out.push_back(path + ": " + format + ", " + std::to_string(tensor_lines.size()) + " tensors, " + human_bytes(total));
   if (!summary_only) out.insert(out.end(), tensor_lines.begin(), tensor_lines.end());

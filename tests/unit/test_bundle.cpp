@@ -204,13 +204,17 @@ TEST(BundleInfo, BadFieldsNameFileAndKey) {
   fs::remove_all(d);
 }
 
-// Rewrites the fixture's bundle.json through `edit` into `d` (module files are linked in).
+// Rewrites the fixture's bundle.json through `edit` into `d` (module files hard-linked in, or copied:
+// a symlink leading out of the bundle directory is refused).
 static void edited_bundle(const std::string& fx, const std::string& d, const std::function<void(nlohmann::json&)>& edit) {
   auto j = nlohmann::json::parse(read_text(fx + "/bundle/bundle.json"));
   edit(j);
   for (const auto& e : fs::directory_iterator(fx + "/bundle"))
-    if (e.path().filename() != "bundle.json" && !fs::exists(d + "/" + e.path().filename().string()))
-      fs::create_symlink(fs::absolute(e.path()), d + "/" + e.path().filename().string());
+    if (e.path().filename() != "bundle.json" && !fs::exists(d + "/" + e.path().filename().string())) {
+      std::error_code ec;
+      fs::create_hard_link(e.path(), d + "/" + e.path().filename().string(), ec);
+      if (ec) fs::copy_file(e.path(), d + "/" + e.path().filename().string());
+    }
   std::ofstream(d + "/bundle.json") << j.dump(1);
 }
 

@@ -51,7 +51,9 @@ std::vector<uint8_t> read_file(const std::string& path);
 /// grayscale replicated to RGB, alpha dropped, 16-bit reduced to 8-bit. Binary PPM (P6, maxval 255,
 /// what PIL writes) is decoded without OpenCV, so it is the one input format of builds with
 /// INSTINCT_WITH_IMGCODECS=OFF. Throws instinct::Error naming `name` (used only for the message)
-/// when the bytes do not decode.
+/// when the bytes do not decode, are in another format (TIFF, EXR, JPEG 2000, PGM, ... are refused
+/// before OpenCV sees them), or declare more than 2^28 pixels in their header (checked before any
+/// pixel memory is allocated).
 ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name);
 
 /// read_file + decode_image.

@@ -47,7 +47,9 @@ c10::IValue tensor_dict(const TensorList& tensors);
 ///  - a missing / unreadable / empty file or a directory;
 ///  - a legacy (pre-1.6) torch.save file or a plain pickle, or anything else that is not a zip;
 ///  - a truncated or corrupt archive or pickle, a TorchScript archive;
-///  - a Python class it does not load (e.g. a numpy scalar), named with its key path;
+///  - a Python global torch.save does not write for tensors and plain values (e.g. os.system, a
+///    numpy scalar): refused where data.pkl names it, before anything is built or run (pickle.h);
+///  - an allowed Python class it does not load (e.g. a torch.Size), named with its key path;
 ///  - a top-level object that is not a dict.
 c10::IValue load_object(const std::string& path);
 

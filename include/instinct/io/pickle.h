@@ -11,9 +11,12 @@
 // Reading interprets the subset of pickle that torch.save emits (protocols 2-5: dicts incl.
 // collections.OrderedDict with their `_metadata`, lists, tuples, ints up to 64 bits, floats, bools,
 // None, strings, bytes, tensors via torch._utils._rebuild_tensor(_v2) / _rebuild_parameter) without
-// executing anything: any other Python global becomes a Global node, and a call of it an Object
-// node naming it, for the caller to reject. Writing emits protocol 2 the way torch.save does, using
-// only opcodes and globals that `torch.load(path, weights_only=True)` accepts (torch 1.13 and 2.x).
+// executing anything. A Python global outside what torch.save writes for tensors and plain values
+// (the rebuild functions, torch.<T>Storage, torch.Tensor, nn.Parameter, OrderedDict, torch.Size,
+// torch.device, torch dtypes, _codecs.encode) refuses the file where it is named; an allowed one
+// that is not a tensor or dict (torch.Size, ...) stays a Global node, a call of it an Object node,
+// for the caller to reject. Writing emits protocol 2 the way torch.save does, using only opcodes
+// and globals that `torch.load(path, weights_only=True)` accepts (torch 1.13 and 2.x).
 #include <c10/core/ScalarType.h>
 
 #include <cstddef>
@@ -52,6 +55,12 @@ struct PyValue {
   std::vector<std::pair<PyPtr, PyPtr>> dict;  ///< Dict entries in insertion order (duplicates kept)
   TensorRef tensor;                           ///< Tensor; Storage uses storage/dtype/location/storage_numel
 
+  PyValue() = default;
+  PyValue(const PyValue&) = default;
+  PyValue& operator=(const PyValue&) = default;
+  /// Frees nested values without recursion (a hostile pickle may nest arbitrarily deep).
+  ~PyValue();
+
   static PyPtr none();
   static PyPtr boolean(bool v);
   static PyPtr integer(int64_t v);
@@ -76,9 +85,12 @@ std::string storage_class_name(at::ScalarType dtype);
 
 /// Parses a torch.save `data.pkl` into its object tree (see the file comment). Storage references
 /// become Tensor nodes; no storage record is read. Throws instinct::Error with one line naming
-/// `path` for an opcode torch.save never writes, a corrupt pickle (stack underflow, missing MARK,
-/// unset memo key, unexpected end), an integer wider than 64 bits, an unknown storage class, or a
-/// tensor that reaches past its storage.
+/// `path` for a Python global torch.save does not write (nothing is executed), an opcode torch.save
+/// never writes, a corrupt pickle (stack underflow, missing MARK, unset memo key, unexpected end),
+/// an integer wider than 64 bits, an unknown storage class, a storage declared with two sizes or a
+/// byte size past 2^63, a tensor whose layout has negative sizes or strides, overflows int64 or
+/// reaches past its storage, or a tree that contains itself, nests more than 1000 levels or expands
+/// (through shared memo references) to far more values than the pickle has bytes.
 PyPtr unpickle(const void* data, size_t size, const std::string& path);
 
 /// Serialises an object tree as a protocol-2 pickle the way torch.save does (tensors become

@@ -11,7 +11,7 @@
 namespace instinct::io {
 
 /// Loads every tensor (CPU, contiguous) in data-offset order, i.e. the order the writer used.
-/// Validates the header length, the JSON, each dtype and shape, that each tensor's byte range has
+/// Validates the header length, the JSON (each name once), each dtype and shape, that each tensor's byte range has
 /// exactly numel * element size bytes, lies inside the file and overlaps no other tensor.
 /// Errors are one line naming the file and, where relevant, the tensor.
 /// If `metadata` is non-null it receives the "__metadata__" map (empty if absent).

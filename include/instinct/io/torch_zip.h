@@ -42,8 +42,12 @@ class LazyArchive {
  public:
   /// Opens and parses data.pkl. Throws instinct::Error (one line naming `path`) for a missing file,
   /// a directory, an empty file, a legacy (pre-1.6) torch.save file or a plain pickle, a file that
-  /// is not a zip or is truncated/corrupt, a TorchScript archive, or a data.pkl that unpickle()
-  /// rejects (pickle.h). Python classes it does not know stay in the tree as Global/Object nodes.
+  /// is not a zip or is truncated/corrupt, a zip entry whose name is absolute, has a `..` component
+  /// or occurs twice, a record whose sizes the file cannot hold, a TorchScript archive, a data.pkl
+  /// that unpickle() rejects (pickle.h; any Python global torch.save does not write is refused
+  /// there, nothing is executed), or a tensor whose storage record is missing or smaller than its
+  /// storage claims. Allowed classes that are not tensors or dicts (torch.Size, ...) stay in the
+  /// tree as Global/Object nodes.
   explicit LazyArchive(const std::string& path);
   ~LazyArchive();
   LazyArchive(const LazyArchive&) = delete;

@@ -79,7 +79,9 @@ struct BundleInfo {
 /// Reads and validates DIR/bundle.json. Throws instinct::Error (one line, naming the file and the key)
 /// when it is missing, not JSON, has the wrong format/version, misses a key, has a value of the wrong
 /// type or range, or violates a cross-field rule (G*P == S, M == 4G, D divisible by 8, sha256 is 64 hex
-/// characters, module keys from bundle_module_keys()). Does not touch the module files.
+/// characters, module keys from bundle_module_keys()), or names a file that resolves outside DIR
+/// (`..`, an absolute path, or a symlink pointing out). Does not read the module files.
+/// Implemented in src/teacher/bundle_info.cpp (no TorchScript, so it can be fuzzed alone).
 BundleInfo read_bundle_info(const std::string& dir);
 
 /// The image preprocessing a bundle expects (its input size, resize mode, pixel mean and std);
