@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "instinct/common/error.h"
+#include "io/printable.h"
 
 namespace instinct::io {
 namespace {
@@ -39,21 +40,6 @@ bool allowed_global(const std::string& g) {
     return n;
   }();
   return names.count(g) > 0;
-}
-
-// `s` for a one-line message: control bytes escaped, at most 120 characters.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s.substr(0, 120)) {
-    if (c >= 0x20 && c != 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", c);
-      out += hex;
-    }
-  }
-  return s.size() > 120 ? out + "..." : out;
 }
 
 // ---- reading: a pickle interpreter for what torch.save writes ----

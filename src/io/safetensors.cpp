@@ -12,6 +12,7 @@
 
 #include "instinct/common/error.h"
 #include "instinct/io/atomic_file.h"
+#include "io/printable.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes a little-endian host");
 
@@ -118,7 +119,7 @@ TensorList load_safetensors(const std::string& path, std::map<std::string, std::
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": safetensors header is not valid JSON (", e.what(), ")");
   }
-  INSTINCT_CHECK(twice.empty(), path, ": safetensors header names '", twice.substr(0, 120),
+  INSTINCT_CHECK(twice.empty(), path, ": safetensors header names '", printable(twice),
                  "' twice; expected each tensor once");
   INSTINCT_CHECK(j.is_object(), path, ": safetensors header is JSON ", j.type_name(), ", expected an object");
 

@@ -14,6 +14,7 @@
 
 #include "common/fault.h"
 #include "instinct/common/error.h"
+#include "io/printable.h"
 #include "instinct/io/atomic_file.h"
 
 namespace instinct::io {
@@ -50,17 +51,6 @@ struct ZipEntry {
 uint16_t get16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
 uint32_t get32(const uint8_t* p) { return uint32_t(get16(p)) | uint32_t(get16(p + 2)) << 16; }
 uint64_t get64(const uint8_t* p) { return uint64_t(get32(p)) | uint64_t(get32(p + 4)) << 32; }
-
-// `s` for a one-line message: control bytes escaped, at most 120 characters.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s.substr(0, 120)) {
-    char hex[8];
-    std::snprintf(hex, sizeof hex, "\\x%02x", c);
-    out += c >= 0x20 && c != 0x7f ? std::string(1, char(c)) : std::string(hex);
-  }
-  return s.size() > 120 ? out + "..." : out;
-}
 
 // The central directory of the zip at `path` (`file_size` bytes), read the way miniz reads it, with
 // what a torch.save file never holds refused: names that are absolute, have a `..` component or
