@@ -100,17 +100,19 @@ uint64_t declared_pixels(const std::vector<uint8_t>& b, const std::string& name)
     return uint64_t(std::abs(int64_t(int32_t(le(b, 18, 4))))) * uint64_t(std::abs(int64_t(int32_t(le(b, 22, 4)))));
   }
   if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {  // JPEG: walk the segments to a SOFn
+    // Like libjpeg, skip stray bytes between segments; a JPEG without a frame header before its scan
+    // is refused rather than trusted to the decoder.
     for (size_t i = 2; i + 4 <= n;) {
-      if (b[i] != 0xFF) return 0;
+      if (b[i] != 0xFF) { ++i; continue; }
       const uint8_t m = b[i + 1];
       if (m == 0xFF) { ++i; continue; }
       if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
-      if (m == 0xDA || m == 0xD9) return 0;
+      if (m == 0xDA || m == 0xD9) break;
       if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)
         return i + 9 <= n ? uint64_t(be(b, i + 5, 2)) * be(b, i + 7, 2) : 0;
-      i += 2 + be(b, i + 2, 2);
+      i += 2 + std::max<uint32_t>(2, be(b, i + 2, 2));
     }
-    return 0;
+    fail("cannot decode image '", name, "': JPEG has no frame header (SOF) before its image data");
   }
   if (n >= 12 && be(b, 0, 4) == 0x52494646u && be(b, 8, 4) == 0x57454250u) {  // RIFF....WEBP
     // VP8 / VP8L frames are at most 16384 x 16384; only the extended header (VP8X) declares more.
