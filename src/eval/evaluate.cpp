@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,7 @@
 #include "eval/prompt_model.h"
 #include "instinct/teacher/phrases.h"
 #include "eval/report.h"
+#include "eval/report_html.h"
 #include "instinct/io/atomic_file.h"
 
 namespace instinct::eval {
@@ -100,15 +102,22 @@ class Overlays {
       write_overlay(name, cfg_.images + "/" + v.img->file_name, v.img->height, v.img->width, v.panels,
                     int(v.panels.size() / n_models_));
       written_.push_back(name);
+      const auto& ann = ds_.annotations()[v.target];
+      listing_.push_back({{"image_id", v.img->id}, {"file_name", v.img->file_name}, {"annotation_id", ann.id},
+                          {"category", ds_.category_name(ann.category_id)},
+                          {"png", "overlays/" + std::to_string(v.img->id) + ".png"}});
     }
     panels_.clear();
   }
   int written() const { return int(written_.size()); }
+  // The overlays written, for report.json / report.html (paths relative to the output directory).
+  const json& listing() const { return listing_; }
   // Removes the overlays this run wrote (an interrupted evaluation leaves no partial output).
   void discard() {
     std::error_code ec;
     for (const auto& f : written_) fs::remove(f, ec);
     written_.clear();
+    listing_ = json::array();
     if (!dir_.empty() && fs::is_empty(dir_, ec)) fs::remove(dir_, ec);
   }
 
@@ -124,6 +133,7 @@ class Overlays {
   std::string dir_;
   std::map<size_t, Pending> panels_;
   std::vector<std::string> written_;
+  json listing_ = json::array();
 };
 
 // SIGINT/SIGTERM during an evaluation: no report, the run's overlays removed, exit 128 + signal.
@@ -134,14 +144,39 @@ int interrupted(int sig, int64_t done, size_t total, Overlays& overlays, const E
   return 128 + sig;
 }
 
-void write_report(const EvalConfig& cfg, const ReportBuilder& rb, size_t n_images, const json& extra) {
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+// report.json and report.html, both or neither: everything is rendered before the first write, a
+// signal received meanwhile still means no report, and report.json is removed if report.html fails.
+int write_report(const EvalConfig& cfg, const ReportBuilder& rb, size_t n_images, json extra,
+                 const std::vector<std::string>& model_names, Overlays& overlays) {
   rb.print_table(stdout, n_images);
   std::fflush(stdout);
+  extra["models"] = model_names;
+  extra["overlays"] = overlays.listing();
+  const json report = rb.to_json(n_images, extra);
+  const std::string html = render_report_html(report, cfg.output, utc_now());
+  if (const int sig = stop_signal()) return interrupted(sig, int64_t(n_images), n_images, overlays, cfg);
   std::error_code ec;
   fs::create_directories(cfg.output, ec);
   INSTINCT_CHECK(!ec, "output directory '", cfg.output, "' cannot be created: ", ec.message());
-  io::write_file_atomic(cfg.output + "/report.json", rb.to_json(n_images, extra).dump(1) + "\n");
-  spdlog::info("report written to {}/report.json", cfg.output);
+  const std::string json_path = cfg.output + "/report.json";
+  io::write_file_atomic(json_path, report.dump(1) + "\n");
+  try {
+    io::write_file_atomic(cfg.output + "/report.html", html);
+  } catch (...) {
+    fs::remove(json_path, ec);
+    throw;
+  }
+  spdlog::info("report written to {}/report.json and report.html", cfg.output);
+  return 0;
 }
 
 // The prompt modes in table order.
@@ -349,8 +384,9 @@ int eval_models(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<
   spdlog::info("{:.1f} images/s ({} models): trunk+necks {:.0f}%, prompt heads {:.0f}%, mask upsampling+RLE+IoU {:.0f}%, "
                "loading/waiting {:.0f}%; {} overlays", wall > 0 ? n_eval / wall : 0.0, models.size(), pct(t_trunk),
                pct(t_heads), pct(t_post), pct(t_other), overlays.written());
-  write_report(cfg, rb, selected.size(), {{"teacher", cfg.teacher}, {"timing", timing}});
-  return 0;
+  std::vector<std::string> model_names;
+  for (const auto& m : models) model_names.push_back(m.name());
+  return write_report(cfg, rb, selected.size(), {{"teacher", cfg.teacher}, {"timing", timing}}, model_names, overlays);
 }
 
 int eval_predictions(const EvalConfig& cfg, const CocoDataset& ds, const std::vector<size_t>& selected) {
@@ -391,8 +427,9 @@ int eval_predictions(const EvalConfig& cfg, const CocoDataset& ds, const std::ve
   if (const int sig = stop_signal()) return interrupted(sig, done, selected.size(), overlays, cfg);
   json files = json::array();
   for (const auto& s : sets) files.push_back({{"name", s.name()}, {"path", s.path()}, {"rows", s.size()}});
-  write_report(cfg, rb, selected.size(), {{"predictions", files}});
-  return 0;
+  std::vector<std::string> names;
+  for (const auto& s : sets) names.push_back(s.name());
+  return write_report(cfg, rb, selected.size(), {{"predictions", files}}, names, overlays);
 }
 
 }  // namespace

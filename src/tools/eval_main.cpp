@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
       "  instinct-eval -c configs/eval_toy_cpu.yaml protocol.point=interior protocol.targets=all protocol.cgf1=true\n"
       "  instinct-eval --annotations instances_val2017.json --predictions sam3=sam3_results.json --output runs/files\n"
       "Prints a table (each model as % of the first: the teacher, or the first results file) and writes\n"
-      "<output>/report.json with per-image rows (and <output>/overlays/*.png with overlays=K).");
+      "<output>/report.json with per-image rows, <output>/report.html (the same report as one self-contained\n"
+      "page: table, IoU histograms, embedded overlays) and <output>/overlays/*.png with overlays=K.");
   CLI11_PARSE(app, argc, argv);
   // Shortcut options become overrides placed before the positional ones (which therefore win).
   std::vector<std::string> all;

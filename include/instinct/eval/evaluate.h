@@ -34,7 +34,7 @@ struct EvalConfig {
     v("predictions", predictions, "results files (NAME=PATH or PATH) to score instead of models");
     v("prompts", prompts, "prompt modes: concept, box, point");
     v("protocol", protocol, "");
-    v("output", output, "output directory for report.json and overlays/");
+    v("output", output, "output directory for report.json, report.html and overlays/");
     v("overlays", overlays, "overlay PNGs for the first K evaluated images (needs images)");
     v("device", device, "auto | cpu | cuda | cuda:N");
     v("batch_size", batch_size, "images per trunk forward");
@@ -45,9 +45,9 @@ struct EvalConfig {
 };
 
 /// Runs the evaluation (models, or results files when `predictions` is set), prints the table, writes
-/// <output>/report.json (atomically) and the overlays. Returns the exit code: 0, or 128 + signal when
-/// SIGINT/SIGTERM arrives before the report is written, in which case no report is written and the
-/// overlays written so far are removed.
+/// <output>/report.json, <output>/report.html (atomically; both or neither) and the overlays. Returns
+/// the exit code: 0, or 128 + signal when SIGINT/SIGTERM arrives before the report is written, in which
+/// case neither report file is written and the overlays written so far are removed.
 int run_eval(const EvalConfig& cfg);
 
 }  // namespace instinct::eval
