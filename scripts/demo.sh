@@ -2,27 +2,31 @@
 # The README demo: builds; renders the toy world (a small synthetic COCO dataset) and trains the
 # reference teacher's heads on it; runs Stage A, then concept distillation, on the CPU; then evaluates
 # the teacher, the Stage-A student and the concept student with instinct-eval on the toy world's val
-# split and prints the table. Inputs go under demo/, runs under runs/; re-running reuses finished
+# split and prints the table, then draws the training curves (runs/demo_curves.png) and names the
+# browsable report (runs/eval_toy/report.html). Inputs go under demo/, runs under runs/; re-running reuses finished
 # steps (delete them to redo). Extra arguments are Stage A config overrides.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/scripts/build.sh" instinct-train instinct-eval
 PY=/usr/bin/python3
+# Every stage is bounded by steps, not time, with fixed seeds and thread counts: the same table on
+# any machine with the same Debian LibTorch, loaded or idle.
+TEACHER_STEPS=600
 t0=$SECONDS
 step() { printf '\n=== %s (%ds so far) ===\n' "$1" $((SECONDS - t0)); }
 if [ ! -f demo/world/annotations/instances_val.json ]; then
   step "toy world: 600 train + 100 val images"
-  $PY scripts/make_toy_world.py --out demo/world --train 600 --val 100
+  $PY scripts/make_toy_world.py --out demo/world --train 600 --val 100 --palette category
 fi
 if [ ! -f demo/teacher/train_log.json ]; then
-  step "reference teacher: training its heads on the toy world (about 8 minutes)"
+  step "reference teacher: training its heads on the toy world ($TEACHER_STEPS steps, about 8 minutes)"
   rm -rf demo/teacher
-  $PY scripts/train_reference_teacher.py --world demo/world --out demo/teacher
+  $PY scripts/train_reference_teacher.py --world demo/world --out demo/teacher --steps "$TEACHER_STEPS" --threads 2
 fi
 step "Stage A: distilling the teacher trunk into a small ViT"
 run=runs/stageA_tiny
-./build/instinct-train stageA --config configs/stageA_tiny_cpu.yaml run_dir=$run "$@"
+./build/instinct-train stageA --config configs/stageA_tiny_cpu.yaml run_dir=$run threads=2 "$@"
 $PY - "$run/metrics.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -41,7 +45,7 @@ print(f"student trunk (InstinctSAM format): {sys.argv[1].rsplit('/', 1)[0]}/trun
 PYEOF
 step "concept distillation: the Stage-A student trained through the teacher's frozen neck and grounding"
 crun=runs/concept_tiny
-./build/instinct-train concept --config configs/concept_tiny_cpu.yaml init.path=$run/trunk.pt run_dir=$crun
+./build/instinct-train concept --config configs/concept_tiny_cpu.yaml init.path=$run/trunk.pt run_dir=$crun threads=2
 $PY - "$crun/metrics.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -57,5 +61,7 @@ PYEOF
 step "instinct-eval: teacher beside the Stage-A and concept students on the toy world's val split"
 ./build/instinct-eval --config configs/eval_toy_cpu.yaml \
   "students=[stageA=$run/trunk.pt, stageA_ema=$run/trunk_ema.pt, concept=$crun/trunk.pt, concept_ema=$crun/trunk_ema.pt]" \
-  overlays=8 progress=lines
-echo "report: runs/eval_toy/report.json, overlays: runs/eval_toy/overlays/ (total $((SECONDS - t0))s)"
+  overlays=8 progress=lines threads=2
+$PY scripts/plot_runs.py $run $crun --out runs/demo_curves.png --title "demo: Stage A and concept distillation"
+echo "report: runs/eval_toy/report.html (open in a browser; data in runs/eval_toy/report.json)"
+echo "training curves: runs/demo_curves.png (total $((SECONDS - t0))s)"

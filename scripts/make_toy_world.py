@@ -3,13 +3,18 @@
 
   /usr/bin/python3 scripts/make_toy_world.py --out DIR [--seed 0] [--train 600] [--val 100]
                                             [--size-min 160] [--size-max 400] [--no-verify]
+                                            [--palette free|category]
 
 Writes DIR/train/*.jpg, DIR/val/*.jpg and DIR/annotations/instances_{train,val}.json.
 
 Images: textured backgrounds (smooth noise, gradients, stripes, checkers, plus pixel noise) of
 varied size and aspect (each side uniform in [size-min, size-max]) with 1-6 shapes of the 8
 categories below (names = the reference teacher's concept bank entries), varied sizes, colours,
-textures and rotations, drawn back to front with occlusion. About 1 image in 12 also has a "crowd":
+textures and rotations, drawn back to front with occlusion. With --palette category (the demo's
+world) a shape's colours are drawn around a hue of its category's own (plain fill, mild gradient,
+no stripes), so a small trunk can tell categories apart by colour as well as shape: the reference
+teacher's random trunk cannot learn shape recognition in a few CPU minutes, and with free colours its
+concept path stayed at ~0.2 IoU. About 1 image in 12 also has a "crowd":
 a cluster of small shapes of one category annotated once with iscrowd=1.
 
 Masks are exact: every shape is rasterised from its geometry polygon(s) with scripts/coco_rle.py's port of pycocotools'
@@ -196,10 +201,27 @@ def background(rng, h, w):
     return img
 
 
-def shape_fill(rng, h, w, x0, y0, x1, y1):
+# --palette category: each category's colours are drawn around its own hue (like a real category's
+# typical appearance), so a small trunk can recognise categories by colour as well as by shape.
+CATEGORY_HUES = {c: k / len(CATEGORIES) for k, c in enumerate(CATEGORIES)}
+PALETTE = {"mode": "free"}
+
+
+def category_colour(rng, cat):
+    import colorsys
+    hue = (CATEGORY_HUES[cat] + rng.normal(0, 0.02)) % 1.0
+    return np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)), np.float32) * 255
+
+
+def shape_fill(rng, h, w, x0, y0, x1, y1, cat=None):
     """Appearance of a shape on its bounding window: colour + gradient, sometimes stripes."""
     hh, ww = y1 - y0, x1 - x0
     yy, xx = np.mgrid[0:hh, 0:ww].astype(np.float32)
+    if PALETTE["mode"] == "category":
+        base = category_colour(rng, cat)
+        g = rng.uniform(-25, 25, (2, 3)).astype(np.float32)
+        img = base + (yy / max(hh, 1) - 0.5)[..., None] * g[0] + (xx / max(ww, 1) - 0.5)[..., None] * g[1]
+        return img + rng.normal(0, rng.uniform(2, 8), (hh, ww, 3)).astype(np.float32)
     base = rng.uniform(0, 255, 3).astype(np.float32)
     g = rng.uniform(-60, 60, (2, 3)).astype(np.float32)
     img = base + (yy / max(hh, 1) - 0.5)[..., None] * g[0] + (xx / max(ww, 1) - 0.5)[..., None] * g[1]
@@ -211,12 +233,12 @@ def shape_fill(rng, h, w, x0, y0, x1, y1):
     return img + rng.normal(0, rng.uniform(2, 10), (hh, ww, 3)).astype(np.float32)
 
 
-def paint(img, mask, rng):
+def paint(img, mask, rng, cat=None):
     ys, xs = np.nonzero(mask)
     if len(ys) == 0:
         return
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    fill = shape_fill(rng, *img.shape[:2], x0, y0, x1, y1)
+    fill = shape_fill(rng, *img.shape[:2], x0, y0, x1, y1, cat)
     win = mask[y0:y1, x0:x1]
     img[y0:y1, x0:x1][win] = fill[win]
 
@@ -241,7 +263,7 @@ def make_scene(rng, h, w, crowd_prob=1 / 12):
         for _ in range(int(rng.integers(5, 10))):
             r = rng.uniform(0.025, 0.05) * s + 3
             m, _, _ = render_shape(cat, rng, ccx + rng.normal(0, spread), ccy + rng.normal(0, spread), r, h, w)
-            paint(img, m, rng)
+            paint(img, m, rng, cat)
             cmask |= m
         if cmask.sum() >= MIN_AREA:
             objs.append(dict(cat=cat, mask=cmask, full=cmask.sum(), polys=None, hole=False, crowd=True))
@@ -261,7 +283,7 @@ def make_scene(rng, h, w, crowd_prob=1 / 12):
             continue
         for o in objs:
             o["mask"] = o["mask"] & ~m
-        paint(img, m, rng)
+        paint(img, m, rng, cat)
         objs.append(dict(cat=cat, mask=m, full=area, polys=polys, hole=hole, crowd=False))
     return np.clip(np.round(img), 0, 255).astype(np.uint8), objs
 
@@ -343,7 +365,10 @@ def main(argv=None):
     ap.add_argument("--size-min", type=int, default=160)
     ap.add_argument("--size-max", type=int, default=400)
     ap.add_argument("--no-verify", action="store_true", help="skip decoding every segmentation back")
+    ap.add_argument("--palette", choices=("free", "category"), default="free",
+                    help="shape colours: any (free) or around a hue of their category's own (category)")
     a = ap.parse_args(argv)
+    PALETTE["mode"] = a.palette
     if not 32 <= a.size_min <= a.size_max:
         ap.error("need 32 <= --size-min <= --size-max")
     out = pathlib.Path(a.out)

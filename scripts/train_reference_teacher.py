@@ -327,9 +327,11 @@ def sam_loss(out, tmask):
 # ------------------------------------------------------------------------------------------------
 # Sampling
 # ------------------------------------------------------------------------------------------------
-def sample_pairs(rec, rng, n_pairs=2, p_pos=0.65):
+def sample_pairs(rec, rng, n_pairs=2, p_pos=0.65, world_cats=None):
     present = sorted({t["cat"] for t in rec["inst"]})
     absent = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in rec["crowd_cats"]]
+    if world_cats is not None and rng.random() < 0.8:  # hard negatives: categories the world draws
+        absent = [k for k in absent if k in world_cats] or absent
     pairs = []
     for _ in range(n_pairs):
         if present and (rng.random() < p_pos or not absent):
@@ -435,10 +437,11 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="bundle directory to write")
     ap.add_argument("--seed", type=int, default=0, help="reference teacher seed (trunk/init) and sampling seed")
     ap.add_argument("--preset", default="tiny", choices=sorted(mrt.PRESETS))
-    ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget for the whole run")
-    ap.add_argument("--steps", type=int, default=0, help="train exactly N steps instead (deterministic)")
+    ap.add_argument("--steps", type=int, default=600, help="optimizer steps (deterministic for a fixed --threads)")
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="train for this wall-clock budget instead of --steps (depends on the machine's load)")
     ap.add_argument("--batch-images", type=int, default=8)
-    ap.add_argument("--pairs", type=int, default=1, help="concept pairs per image and step")
+    ap.add_argument("--pairs", type=int, default=2, help="concept pairs per image and step")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sam-prompts", type=int, default=3, help="point and box prompts per image and step (each)")
@@ -450,11 +453,12 @@ def main(argv=None):
     ap.add_argument("--dice-weight", type=float, default=5.0, help="weight of the concept mask dice loss")
     ap.add_argument("--neg-masks", type=float, default=1.0,
                     help="weight of the all-queries empty-mask BCE on absent-concept pairs")
-    ap.add_argument("--score-weight", type=float, default=0.0,
+    ap.add_argument("--score-weight", type=float, default=2.0,
                     help="weight of the BCE of max_q sigmoid(logit_q) * sigmoid(presence) against presence")
     ap.add_argument("--ground-lr-mult", type=float, default=2.0, help="learning-rate multiplier for grounding")
     ap.add_argument("--o2m", type=float, default=1.0,
                     help="weight of the one-to-many box/mask loss on unmatched queries (lowest-cost instance)")
+    ap.add_argument("--p-pos", type=float, default=0.5, help="share of concept pairs that are present")
     ap.add_argument("--eval-images", type=int, default=100)
     a = ap.parse_args(argv)
     t_start = time.time()
@@ -473,6 +477,7 @@ def main(argv=None):
     for r in train:
         for t in r["inst"]:
             t["_wh"] = (r["w"], r["h"])
+    world_cats = {t["cat"] for r in train for t in r["inst"]}
     feats, fpn0_c, l0_c = cache_features(mods, train)
     t_prep = time.time() - t_start
     print(f"data: {len(train)} train images ({sum(len(r['inst']) for r in train)} instances), "
@@ -505,7 +510,7 @@ def main(argv=None):
         order = rng.permutation(len(train))
         sums, cnt = {}, 0
         for bi in range(0, len(order) - B + 1, B):
-            frac = (step / a.steps) if a.steps else (time.time() - t_loop) / budget
+            frac = (time.time() - t_loop) / budget if a.minutes > 0 else step / a.steps
             if frac >= 1.0:
                 done = True
                 break
@@ -520,7 +525,7 @@ def main(argv=None):
             # concept pairs
             pair_img, pair_cat, pair_tg = [], [], []
             for j, r in enumerate(recs):
-                for c, tg in sample_pairs(r, rng, n_pairs=a.pairs):
+                for c, tg in sample_pairs(r, rng, n_pairs=a.pairs, p_pos=a.p_pos, world_cats=world_cats):
                     pair_img.append(j)
                     pair_cat.append(c)
                     pair_tg.append(tg)
@@ -574,7 +579,7 @@ def main(argv=None):
                            {k: round(v, 4) for k, v in avg.items()})
             print(f"epoch {epoch:3d} step {step:5d} {time.time() - t_loop:6.0f}s lr {lr:.2e} " +
                   " ".join(f"{k} {v:.3f}" for k, v in avg.items()), flush=True)
-        if a.steps and step >= a.steps:
+        if a.minutes <= 0 and step >= a.steps:
             done = True
     t_train = time.time() - t_loop
 
