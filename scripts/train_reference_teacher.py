@@ -54,8 +54,10 @@ category name, top query with sigmoid(logit) * sigmoid(presence) >= 0.5 else an 
 bilinearly upsampled to the original size, logits > 0; IoU with an empty union = 0), prints the mean
 IoUs, then a concept diagnostics line (the top query's IoU without the 0.5 threshold, the best
 IoU over all queries, the mean top score for the present category, and for one absent category
-per image the mean top score and how often it reaches 0.5), and writes all of them with the loss
-history to BUNDLE_DIR/train_log.json.
+per image the mean top score and how often it reaches 0.5), then cgF1 as instinct-eval computes it
+(pmF1 per IoU threshold, image-level counts, detections per instance; absent categories drawn by
+numpy, so it is close to but not always equal to instinct-eval's), and writes all of them with the
+loss history to BUNDLE_DIR/train_log.json.
 """
 import argparse
 import json
@@ -426,8 +428,54 @@ def evaluate(mods, recs, S, bs=10):
             res["absent_top_score"].append(float(score[n + j].max()))
             res["absent_fp_rate"].append(float(score[n + j].max() >= 0.5))
     out = {f"{k}_miou": float(np.mean(res[k])) for k in ("concept", "box", "point", "concept_nothr", "concept_bestq")}
+    out |= cgf1(mods, [r for r, _ in items])
     out |= {k: float(np.mean(res[k])) for k in ("concept_top_score", "absent_top_score", "absent_fp_rate")}
     return out | {"n_images": len(items)}
+
+
+@torch.no_grad()
+def cgf1(mods, recs, n_absent=2, thr=0.5):
+    """SAM3's cgF1 as instinct-eval computes it (docs/evaluation.md), for a diagnosis during training:
+    phrases per image = every category with a non-crowd instance plus n_absent unannotated ones (drawn
+    here with numpy seeded by the image id, not instinct-eval's generator); detections = queries with
+    score >= thr, Hungarian-matched on mask IoU at the original size. Also returns the mean number of
+    detections per present pair over the mean number of instances (duplicates show as > 1)."""
+    ts = np.arange(10) * 0.05 + 0.5
+    tp, fp, fn = np.zeros(10), np.zeros(10), np.zeros(10)
+    il = {"tp": 0, "fn": 0, "fp": 0, "tn": 0}
+    n_det, n_gt = 0, 0
+    for r in recs:
+        present = sorted({t["cat"] for t in r["inst"]})
+        free = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in r["crowd_cats"]]
+        absent = list(np.random.default_rng(r["id"]).choice(free, size=min(n_absent, len(free)), replace=False))
+        cats = present + absent
+        f = mods["trunk"](normalise(r["pix"][None]))
+        fpn = tuple(x.expand(len(cats), -1, -1, -1) for x in mods["detector_neck"](f))
+        text, pad = mods["concept_bank"](torch.tensor(cats))
+        logits, _, cmasks, presence, _, _ = mods["grounding"](*fpn, text, pad)
+        score = logits[..., 0].sigmoid() * presence.sigmoid()
+        for j, c in enumerate(cats):
+            dets = [up_mask(cmasks[j, q], r["h"], r["w"]) for q in (score[j] >= thr).nonzero()[:, 0].tolist()]
+            gts = [t["mask"] for t in r["inst"] if t["cat"] == c]
+            il[("t" if bool(gts) == bool(dets) else "f") + ("p" if dets else "n")] += 1
+            if not gts:
+                continue
+            n_det, n_gt = n_det + len(dets), n_gt + len(gts)
+            m = np.zeros(10)
+            if dets:
+                iou = np.array([[iou_np(d, g) for g in gts] for d in dets])
+                di, gi = linear_sum_assignment(-iou)
+                m = (iou[di, gi][None, :] >= ts[:, None]).sum(1)
+            tp += m
+            fp += len(dets) - m
+            fn += len(gts) - m
+    pr, rc = tp / (tp + fp + 1e-4), tp / (tp + fn + 1e-4)
+    pm = 2 * pr * rc / (pr + rc + 1e-4)
+    a, b, c_, d = il["tp"], il["fp"], il["fn"], il["tn"]
+    den = math.sqrt((a + b) * (a + c_) * (d + b) * (d + c_))
+    mcc = (a * d - b * c_) / (den + 1e-6) if den > 0 else 0.0
+    return {"cgf1": float((pm * mcc).mean()), "pmf1": float(pm.mean()), "il_mcc": mcc, "il_counts": il,
+            "pmf1_per_threshold": [round(float(x), 3) for x in pm], "dets_per_instance": n_det / max(n_gt, 1)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -596,6 +644,9 @@ def main(argv=None):
     print(f"concept diagnostics: top-query IoU without the threshold {metrics['concept_nothr_miou']:.3f}, best query "
           f"{metrics['concept_bestq_miou']:.3f}; top score {metrics['concept_top_score']:.3f} (present), "
           f"{metrics['absent_top_score']:.3f} (absent; >= 0.5 on {metrics['absent_fp_rate']:.0%})", flush=True)
+    print(f"cgF1 {metrics['cgf1']:.3f} = pmF1 {metrics['pmf1']:.3f} x IL_MCC {metrics['il_mcc']:.3f} (IL {metrics['il_counts']}; "
+          f"pmF1 at IoU 0.5..0.95 {metrics['pmf1_per_threshold']}; detections per instance "
+          f"{metrics['dets_per_instance']:.2f})", flush=True)
     t0 = time.time()
     info = mrt.write_bundle(out, mods, info)
     base, _ = mrt.mean_vector_baseline(mods["trunk"], 64, S)
