@@ -3,7 +3,7 @@
 something, and writes it as an instinct teacher bundle.
 
   /usr/bin/python3 scripts/train_reference_teacher.py --world DIR --out BUNDLE_DIR [--seed 0]
-                                                      [--minutes 8] [--steps N] [--threads 2]
+                                                      [--steps 600] [--minutes M] [--threads 2]
 
 DIR is a toy world from scripts/make_toy_world.py (COCO format). The model is
 make_reference_teacher.build(preset, seed): same architecture and bundle contract; the bundle is
