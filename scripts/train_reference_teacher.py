@@ -391,6 +391,7 @@ def evaluate(mods, recs, S, bs=10):
         cand = [t for t in r["inst"] if t["area"] >= 1]
         if cand:  # largest non-crowd annotation (ties: lowest annotation id)
             items.append((r, max(cand, key=lambda t: (t["area"], -t["ann_id"]))))
+    acc = cgf1_acc()
     absent = []
     for r, _ in items:  # one absent category per image, fixed by the image id
         ab = [k for k in range(len(mrt.CONCEPTS)) if k not in {t["cat"] for t in r["inst"]} | r["crowd_cats"]]
@@ -409,6 +410,8 @@ def evaluate(mods, recs, S, bs=10):
         outs = {"box": mods["sam_head"](emb, s0, s1, torch.tensor(boxes, dtype=torch.float32), torch.tensor([[2, 3]] * n)),
                 "point": mods["sam_head"](emb, s0, s1, torch.tensor(pts, dtype=torch.float32), torch.tensor([[1]] * n))}
         fpn = mods["detector_neck"](f)
+        for j, (r, _) in enumerate(chunk):
+            cgf1_add(mods, r, tuple(x[j:j + 1] for x in fpn), acc)
         cats = [t["cat"] for _, t in chunk] + absent[i:i + bs]
         text, pad = mods["concept_bank"](torch.tensor(cats))
         fpn2 = tuple(torch.cat([x, x]) for x in fpn)
@@ -428,54 +431,61 @@ def evaluate(mods, recs, S, bs=10):
             res["absent_top_score"].append(float(score[n + j].max()))
             res["absent_fp_rate"].append(float(score[n + j].max() >= 0.5))
     out = {f"{k}_miou": float(np.mean(res[k])) for k in ("concept", "box", "point", "concept_nothr", "concept_bestq")}
-    out |= cgf1(mods, [r for r, _ in items])
+    out |= cgf1_summary(acc)
     out |= {k: float(np.mean(res[k])) for k in ("concept_top_score", "absent_top_score", "absent_fp_rate")}
     return out | {"n_images": len(items)}
 
 
+def cgf1_acc():
+    """Counts for cgf1_add / cgf1_summary."""
+    return {"tp": np.zeros(10), "fp": np.zeros(10), "fn": np.zeros(10), "n_det": 0, "n_gt": 0,
+            "il": {"tp": 0, "fn": 0, "fp": 0, "tn": 0}}
+
+
 @torch.no_grad()
-def cgf1(mods, recs, n_absent=2, thr=0.5):
-    """SAM3's cgF1 as instinct-eval computes it (docs/evaluation.md), for a diagnosis during training:
-    phrases per image = every category with a non-crowd instance plus n_absent unannotated ones (drawn
-    here with numpy seeded by the image id, not instinct-eval's generator); detections = queries with
-    score >= thr, Hungarian-matched on mask IoU at the original size. Also returns the mean number of
-    detections per present pair over the mean number of instances (duplicates show as > 1)."""
+def cgf1_add(mods, r, fpn, acc, n_absent=2, thr=0.5):
+    """SAM3's cgF1 as instinct-eval computes it (docs/evaluation.md), for a diagnosis during training;
+    adds image r (its detector-neck features fpn, batch 1) to acc. Phrases = every category with a
+    non-crowd instance plus n_absent unannotated ones (drawn here with numpy seeded by the image id,
+    not instinct-eval's generator); detections = queries with score >= thr, Hungarian-matched on mask
+    IoU at the original size."""
     ts = np.arange(10) * 0.05 + 0.5
-    tp, fp, fn = np.zeros(10), np.zeros(10), np.zeros(10)
-    il = {"tp": 0, "fn": 0, "fp": 0, "tn": 0}
-    n_det, n_gt = 0, 0
-    for r in recs:
-        present = sorted({t["cat"] for t in r["inst"]})
-        free = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in r["crowd_cats"]]
-        absent = list(np.random.default_rng(r["id"]).choice(free, size=min(n_absent, len(free)), replace=False))
-        cats = present + absent
-        f = mods["trunk"](normalise(r["pix"][None]))
-        fpn = tuple(x.expand(len(cats), -1, -1, -1) for x in mods["detector_neck"](f))
-        text, pad = mods["concept_bank"](torch.tensor(cats))
-        logits, _, cmasks, presence, _, _ = mods["grounding"](*fpn, text, pad)
-        score = logits[..., 0].sigmoid() * presence.sigmoid()
-        for j, c in enumerate(cats):
-            dets = [up_mask(cmasks[j, q], r["h"], r["w"]) for q in (score[j] >= thr).nonzero()[:, 0].tolist()]
-            gts = [t["mask"] for t in r["inst"] if t["cat"] == c]
-            il[("t" if bool(gts) == bool(dets) else "f") + ("p" if dets else "n")] += 1
-            if not gts:
-                continue
-            n_det, n_gt = n_det + len(dets), n_gt + len(gts)
-            m = np.zeros(10)
-            if dets:
-                iou = np.array([[iou_np(d, g) for g in gts] for d in dets])
-                di, gi = linear_sum_assignment(-iou)
-                m = (iou[di, gi][None, :] >= ts[:, None]).sum(1)
-            tp += m
-            fp += len(dets) - m
-            fn += len(gts) - m
+    present = sorted({t["cat"] for t in r["inst"]})
+    free = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in r["crowd_cats"]]
+    cats = present + list(np.random.default_rng(r["id"]).choice(free, size=min(n_absent, len(free)), replace=False))
+    text, pad = mods["concept_bank"](torch.tensor(cats))
+    logits, _, cmasks, presence, _, _ = mods["grounding"](*(x.expand(len(cats), -1, -1, -1) for x in fpn), text, pad)
+    score = logits[..., 0].sigmoid() * presence.sigmoid()
+    for j, c in enumerate(cats):
+        dets = [up_mask(cmasks[j, q], r["h"], r["w"]) for q in (score[j] >= thr).nonzero()[:, 0].tolist()]
+        gts = [t["mask"] for t in r["inst"] if t["cat"] == c]
+        acc["il"][("t" if bool(gts) == bool(dets) else "f") + ("p" if dets else "n")] += 1
+        if not gts:
+            continue
+        acc["n_det"] += len(dets)
+        acc["n_gt"] += len(gts)
+        m = np.zeros(10)
+        if dets:
+            iou = np.array([[iou_np(d, g) for g in gts] for d in dets])
+            di, gi = linear_sum_assignment(-iou)
+            m = (iou[di, gi][None, :] >= ts[:, None]).sum(1)
+        acc["tp"] += m
+        acc["fp"] += len(dets) - m
+        acc["fn"] += len(gts) - m
+
+
+def cgf1_summary(acc):
+    """cgF1, pmF1 (mean and per IoU threshold), IL_MCC and counts, and detections per present
+    instance (duplicates show as > 1)."""
+    tp, fp, fn, il = acc["tp"], acc["fp"], acc["fn"], acc["il"]
     pr, rc = tp / (tp + fp + 1e-4), tp / (tp + fn + 1e-4)
     pm = 2 * pr * rc / (pr + rc + 1e-4)
-    a, b, c_, d = il["tp"], il["fp"], il["fn"], il["tn"]
-    den = math.sqrt((a + b) * (a + c_) * (d + b) * (d + c_))
-    mcc = (a * d - b * c_) / (den + 1e-6) if den > 0 else 0.0
+    a, b, c, d = il["tp"], il["fp"], il["fn"], il["tn"]
+    den = math.sqrt((a + b) * (a + c) * (d + b) * (d + c))
+    mcc = (a * d - b * c) / (den + 1e-6) if den > 0 else 0.0
     return {"cgf1": float((pm * mcc).mean()), "pmf1": float(pm.mean()), "il_mcc": mcc, "il_counts": il,
-            "pmf1_per_threshold": [round(float(x), 3) for x in pm], "dets_per_instance": n_det / max(n_gt, 1)}
+            "pmf1_per_threshold": [round(float(x), 3) for x in pm],
+            "dets_per_instance": acc["n_det"] / max(acc["n_gt"], 1)}
 
 
 # ------------------------------------------------------------------------------------------------
