@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -34,7 +35,48 @@ void fsync_path(const std::string& p, int flags, const std::string& what, const 
   INSTINCT_CHECK(rc == 0, dest, ": fsync of ", what, " '", p, "' failed: ", std::strerror(err));
 }
 
+// Start time (seconds since the epoch) and state letter of a live process, from /proc (Linux).
+bool proc_start(long pid, double& start, char& state) {
+  std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat_file, line)) return false;
+  const auto close = line.rfind(')');  // the command name may hold spaces and parentheses
+  if (close == std::string::npos) return false;
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  rest >> state;
+  for (int i = 4; i <= 22 && rest >> field; ++i) {}  // field 22: starttime, clock ticks since boot
+  std::ifstream sys("/proc/stat");
+  std::string key;
+  double btime = -1;
+  while (sys >> key) {
+    if (key == "btime") { sys >> btime; break; }
+    std::getline(sys, line);
+  }
+  if (btime < 0 || field.empty()) return false;
+  start = btime + std::stod(field) / double(::sysconf(_SC_CLK_TCK));
+  return true;
+}
+
 }  // namespace
+
+bool temp_writer_alive(const std::string& temp_path) {
+  const auto dot = temp_path.rfind(".tmp.");
+  if (dot == std::string::npos) return false;
+  const std::string digits = temp_path.substr(dot + 5);
+  if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  const long pid = std::stol(digits);
+  struct stat st {};
+  if (::stat(temp_path.c_str(), &st) != 0) return false;
+  if (pid == long(::getpid())) return true;
+  if (pid <= 0 || (::kill(pid_t(pid), 0) != 0 && errno == ESRCH)) return false;
+  double start = 0;
+  char state = '?';
+  if (!proc_start(pid, start, state)) return true;  // no /proc: trust kill()
+  if (state == 'Z' || state == 'X') return false;
+  return start <= double(st.st_mtime) + 1.0;  // btime and ticks round; a second of slack
+}
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   INSTINCT_CHECK(!path_.empty() && path_.back() != '/', "atomic write: invalid output path '", path_,

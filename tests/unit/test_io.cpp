@@ -2,7 +2,11 @@
 // tests/python/fixtures_io.py, Python-side checks of our output in tests/python/check_io_*.py.
 #include <caffe2/serialize/inline_container.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <utime.h>
 #include <torch/torch.h>
 
 #include <cstring>
@@ -292,6 +296,48 @@ TEST(IoAtomicFile, CommitReplacesAtomically) {
   EXPECT_EQ(old_seen, "old content that is longer than the new one");
   for (const auto& e : fs::directory_iterator(dir.str()))
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+}
+
+// A restart removes `*.tmp.<pid>` files whose writer is gone. A writer killed by SIGKILL whose
+// parent never reaps it stays a zombie (kill(pid, 0) still succeeds), and a pid may be reused by an
+// unrelated process: neither is writing, so neither may keep its temporary alive forever.
+TEST(IoAtomicFile, TempWriterAliveSeesZombiesAndReusedPids) {
+  TempDir dir;
+  {
+    io::AtomicFile own(dir / "own.bin");
+    spit(own.temp_path(), "x");
+    EXPECT_TRUE(io::temp_writer_alive(own.temp_path()));
+  }
+  EXPECT_FALSE(io::temp_writer_alive(dir / "absent.bin.tmp.1"));
+  spit(dir / "odd.bin.tmp.x1", "x");
+  EXPECT_FALSE(io::temp_writer_alive(dir / "odd.bin.tmp.x1"));
+
+  const pid_t live = ::fork();
+  ASSERT_GE(live, 0);
+  if (live == 0) { for (;;) ::pause(); }
+  const std::string by_live = dir / ("live.bin.tmp." + std::to_string(live));
+  spit(by_live, "x");  // written after the process started: its writer may still be at work
+  EXPECT_TRUE(io::temp_writer_alive(by_live));
+  struct utimbuf hour_ago { ::time(nullptr) - 3600, ::time(nullptr) - 3600 };
+  ASSERT_EQ(::utime(by_live.c_str(), &hour_ago), 0);  // older than the process: a reused pid
+  EXPECT_FALSE(io::temp_writer_alive(by_live));
+  ::kill(live, SIGKILL);
+  ::waitpid(live, nullptr, 0);
+
+  const pid_t zombie = ::fork();
+  ASSERT_GE(zombie, 0);
+  if (zombie == 0) ::_exit(0);
+  const std::string by_zombie = dir / ("zombie.bin.tmp." + std::to_string(zombie));
+  spit(by_zombie, "x");
+  for (int i = 0; i < 500; ++i) {  // until the child has exited (not reaped: a zombie)
+    siginfo_t info{};
+    if (::waitid(P_PID, zombie, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == zombie) break;
+    ::usleep(10000);
+  }
+  EXPECT_EQ(::kill(zombie, 0), 0) << "the unreaped child should still have a pid";
+  EXPECT_FALSE(io::temp_writer_alive(by_zombie));
+  ::waitpid(zombie, nullptr, 0);
+  EXPECT_FALSE(io::temp_writer_alive(by_zombie));
 }
 
 TEST(IoAtomicFile, Errors) {

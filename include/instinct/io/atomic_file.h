@@ -39,6 +39,12 @@ class AtomicFile {
 /// Atomically replaces `path` with `bytes` (binary-safe; also used for text).
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
+/// Whether the writer of an AtomicFile temporary (`<name>.tmp.<pid>`) may still be writing it: its
+/// process exists, is not a zombie (a killed writer nobody reaped yet) and started before the file
+/// was last modified (otherwise the pid was reused by an unrelated process). False for a name
+/// without a pid suffix or a file that does not exist; true for the calling process's own files.
+bool temp_writer_alive(const std::string& temp_path);
+
 /// Reads a whole (small) file into a string; throws instinct::Error naming the file if unreadable.
 std::string read_file(const std::string& path);
 
