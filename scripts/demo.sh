@@ -12,7 +12,7 @@ cd "$root"
 PY=/usr/bin/python3
 # Every stage is bounded by steps, not time, with fixed seeds and thread counts: the same table on
 # any machine with the same Debian LibTorch, loaded or idle.
-TEACHER_STEPS=600
+TEACHER_STEPS=1000
 t0=$SECONDS
 step() { printf '\n=== %s (%ds so far) ===\n' "$1" $((SECONDS - t0)); }
 if [ ! -f demo/world/annotations/instances_val.json ]; then
@@ -20,7 +20,7 @@ if [ ! -f demo/world/annotations/instances_val.json ]; then
   $PY scripts/make_toy_world.py --out demo/world --train 600 --val 100 --palette category
 fi
 if [ ! -f demo/teacher/train_log.json ]; then
-  step "reference teacher: training its heads on the toy world ($TEACHER_STEPS steps, about 8 minutes)"
+  step "reference teacher: training its heads on the toy world ($TEACHER_STEPS steps, about 10 minutes)"
   rm -rf demo/teacher
   $PY scripts/train_reference_teacher.py --world demo/world --out demo/teacher --steps "$TEACHER_STEPS" --threads 2
 fi

@@ -20,23 +20,25 @@ Losses per step (--batch-images B, --pairs concept pairs and two interactive pro
 - concept grounding, per (image, concept) pair: Hungarian matching of the Q queries to the GT
   instances of that category (cost 2*class + 5*L1 + 2*(1-GIoU), scipy linear_sum_assignment);
   BCE on all class logits (1 for matched queries), L1 + GIoU on matched boxes (cxcywh in [0,1]),
-  BCE + --dice-weight (5) x dice on matched masks at M x M, BCE on presence. About 35% of pairs are
-  absent concepts (other shapes or the bank's never-present names), whose targets are all zero.
-  Matched (positive) class logits are weighted --pos-weight (8), the presence loss --pres-weight (3)
-  (so the top query's sigmoid(logit) * sigmoid(presence) clears the 0.5 of the evaluation protocol).
-  Two dense auxiliary terms make every query's mask useful, since the protocol takes the mask of
-  whichever query scores highest: --o2m (1) one-to-many box + mask loss, each unmatched query of a
-  present pair regressing to its lowest-cost instance (class targets stay one-to-one), and
+  BCE + --dice-weight (5) x dice on matched masks at M x M, BCE on presence. --p-pos (0.5) of the
+  pairs are present concepts; the others are absent (hard negatives: other shapes in the image, or
+  the bank's never-present names), whose targets are all zero. Matched (positive) class logits are
+  weighted --pos-weight (4), the presence loss --pres-weight (3), and --score-weight (4) adds a BCE
+  of the protocol's decision score max_q sigmoid(logit_q) * sigmoid(presence) against presence: it
+  lifts only the top query of a present concept over 0.5 (no duplicates) and holds absent concepts
+  under it. Two dense auxiliary terms make every query's mask useful, since the protocol takes the
+  mask of whichever query scores highest: --o2m (1) one-to-many box + mask loss, each unmatched query
+  of a present pair regressing to its lowest-cost instance (class targets stay one-to-one), and
   --neg-masks (1) BCE pushing all masks of absent-concept pairs to empty. Grounding trains at
-  --ground-lr-mult (2) times the rate (4 made the concept masks collapse to empty). Optional, off by
-  default (no gain measured): --score-weight, a BCE of the protocol's decision score
-  max_q sigmoid(logit_q) * sigmoid(presence) against presence.
-  Measured on a 600/100 toy world, 8 min on 2 cores shared with compiles: the old defaults (one-to-one
-  losses only, dice x2, positives x4, grounding at 1x) gave concept IoU 0.114 (578 steps; 0.139 on a
-  quieter machine) with poor masks for every query (best query 0.16), so calibration was not the
-  limit; these defaults gave concept IoU 0.283 (546 steps) and 0.183 (448 steps), box/point mIoU
-  0.745/0.577 and 0.734/0.604. The step count, and with it every number, depends on the machine's
-  load. Absent concepts still reach a top score >= 0.5 on ~59% of images (weak category recognition).
+  --ground-lr-mult (2) times the rate (4 made the concept masks collapse to empty).
+  Measured on the demo's 600/100 category-palette world (--threads 1, 600 steps unless said;
+  cgF1 = pmF1 x IL_MCC from the diagnostic below): positives x8 + score x2 gave cgF1 0.224 with 1.72
+  detections per instance (duplicates over the 0.5 threshold); positives x4 0.268 (1.07 per
+  instance, but 49 of 262 present concepts missed); positives x4 + score x4 0.278 (29 missed);
+  adding dice x8 0.220; score x6 + presence x5 at 800 steps 0.275; positives x4 + score x4 at 800
+  steps 0.302 (concept IoU 0.668, box 0.808, point 0.614). The mask quality at high IoU thresholds
+  is what limits pmF1 (0.60 at IoU 0.5, 0.02 at 0.95: M x M masks over a random trunk) and it still
+  rises with steps, hence the 1000-step default.
 - SAM head: --sam-prompts positive points (GT mask centroid, or a random interior point; one point
   token, as at evaluation) and as many GT boxes as two corners (labels 2/3, mildly jittered) per
   image; BCE + dice on the best of the 3 masks, MSE of the predicted IoUs against the masks' actual
@@ -253,8 +255,8 @@ def box_mask_terms(mb, tb, mm, tm, n):
     return l_l1, l_giou, l_bce, l_dice
 
 
-def grounding_loss(out, targets, pos_weight=8.0, pres_weight=3.0, o2m=1.0, dice_weight=5.0, neg_masks=1.0,
-                   score_weight=0.0):
+def grounding_loss(out, targets, pos_weight=4.0, pres_weight=3.0, o2m=1.0, dice_weight=5.0, neg_masks=1.0,
+                   score_weight=4.0):
     """out: grounding outputs for P pairs; targets: list of P lists of instances."""
     logits, boxes, masks, presence = out[0][..., 0], out[1], out[2], out[3][:, 0]
     P = logits.shape[0]
@@ -495,7 +497,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="bundle directory to write")
     ap.add_argument("--seed", type=int, default=0, help="reference teacher seed (trunk/init) and sampling seed")
     ap.add_argument("--preset", default="tiny", choices=sorted(mrt.PRESETS))
-    ap.add_argument("--steps", type=int, default=600, help="optimizer steps (deterministic for a fixed --threads)")
+    ap.add_argument("--steps", type=int, default=1000, help="optimizer steps (deterministic for a fixed --threads)")
     ap.add_argument("--minutes", type=float, default=0.0,
                     help="train for this wall-clock budget instead of --steps (depends on the machine's load)")
     ap.add_argument("--batch-images", type=int, default=8)
@@ -504,14 +506,14 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sam-prompts", type=int, default=3, help="point and box prompts per image and step (each)")
     ap.add_argument("--sam-lr-mult", type=float, default=4.0, help="learning-rate multiplier for the SAM head")
-    ap.add_argument("--pos-weight", type=float, default=8.0, help="weight of matched (positive) class logits")
+    ap.add_argument("--pos-weight", type=float, default=4.0, help="weight of matched (positive) class logits")
     ap.add_argument("--single-point", type=int, default=1, help="1: point prompts without the padding point")
     ap.add_argument("--prompt-maps", type=int, default=1, help="1: SAM head with dense prompt maps")
     ap.add_argument("--pres-weight", type=float, default=3.0, help="presence loss weight")
     ap.add_argument("--dice-weight", type=float, default=5.0, help="weight of the concept mask dice loss")
     ap.add_argument("--neg-masks", type=float, default=1.0,
                     help="weight of the all-queries empty-mask BCE on absent-concept pairs")
-    ap.add_argument("--score-weight", type=float, default=2.0,
+    ap.add_argument("--score-weight", type=float, default=4.0,
                     help="weight of the BCE of max_q sigmoid(logit_q) * sigmoid(presence) against presence")
     ap.add_argument("--ground-lr-mult", type=float, default=2.0, help="learning-rate multiplier for grounding")
     ap.add_argument("--o2m", type=float, default=1.0,
