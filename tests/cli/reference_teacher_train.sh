@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# scripts/train_reference_teacher.py (the demo's proxy teacher) on a small category-palette world:
+# two runs with the same seed and thread count write identical loss histories and val metrics (the
+# demo's determinism rests on this); the image-level counts of its cgF1 diagnostic cover exactly the
+# phrases the protocol asks for (every present category plus two absent ones per val image, counted
+# here from the annotations), cgF1 = pmF1 x IL_MCC; and the bundle it writes loads in instinct-eval
+# with the demo's eval config (concept, box, point, cgF1).
+source "$(dirname "$0")/common.sh"
+EVAL="$INSTINCT_BIN_DIR/instinct-eval"
+"$PY" "$INSTINCT_SOURCE_DIR/scripts/make_toy_world.py" --out "$WORK/world" --train 16 --val 12 --seed 4 \
+  --palette category > /dev/null
+for run in a b; do
+  "$PY" "$INSTINCT_SOURCE_DIR/scripts/train_reference_teacher.py" --world "$WORK/world" --out "$WORK/teacher_$run" \
+    --steps 3 --batch-images 4 --eval-images 12 --threads 1 > "$WORK/$run.log" 2>&1 \
+    || { cat "$WORK/$run.log"; fail "teacher run $run"; }
+done
+grep -q "^cgF1 " "$WORK/a.log" || { cat "$WORK/a.log"; fail "no cgF1 line"; }
+"$PY" - "$WORK" <<'PYEOF'
+import json, math, sys
+w = sys.argv[1]
+a, b = (json.load(open(f"{w}/teacher_{r}/train_log.json")) for r in "ab")
+assert a["steps"] == 3, a["steps"]
+untimed = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
+assert untimed(a["history"]) == untimed(b["history"]), "same seed and threads, different loss histories"
+assert a["history"], "no loss history"
+assert a["val_metrics"] == b["val_metrics"], "same seed and threads, different val metrics"
+m = a["val_metrics"]
+coco = json.load(open(f"{w}/world/annotations/instances_val.json"))
+names = {c["id"]: c["name"] for c in coco["categories"]}
+bank = 12  # the reference teacher's concept bank
+phrases = 0
+for im in coco["images"]:
+    anns = [x for x in coco["annotations"] if x["image_id"] == im["id"]]
+    present = {names[x["category_id"]] for x in anns if not x["iscrowd"]}
+    crowd = {names[x["category_id"]] for x in anns if x["iscrowd"]} - present
+    phrases += len(present) + min(2, bank - len(present) - len(crowd))
+il = m["il_counts"]
+assert sum(il.values()) == phrases, (il, phrases)
+assert len(m["pmf1_per_threshold"]) == 10
+assert abs(m["cgf1"] - m["pmf1"] * m["il_mcc"]) < 1e-6, m
+for k in ("concept_miou", "box_miou", "point_miou"):
+    assert 0.0 <= m[k] <= 1.0, (k, m[k])
+print(f"deterministic; {phrases} phrases counted; cgF1 {m['cgf1']:.3f}")
+PYEOF
+"$EVAL" --config "$INSTINCT_SOURCE_DIR/configs/eval_toy_cpu.yaml" annotations="$WORK/world/annotations/instances_val.json" \
+  images="$WORK/world/val" teacher="$WORK/teacher_a" students=[] output="$WORK/eval" progress=off threads=2 \
+  overlays=0 > "$WORK/eval.log" 2>&1 || { cat "$WORK/eval.log"; fail "instinct-eval on the trained teacher"; }
+"$PY" - "$WORK/eval/report.json" <<'PYEOF'
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]["teacher"]
+for k in ("concept", "box", "point"):
+    assert 0.0 <= s[k]["mean"] <= 1.0, (k, s[k])
+assert "cgf1" in s["cgf1"], s.get("cgf1")
+PYEOF
+echo "reference teacher: trains deterministically, counts its phrases, loads in instinct-eval"
