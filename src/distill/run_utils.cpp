@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,13 +43,12 @@ std::vector<std::string> step_checkpoints(const std::string& run_dir) {
 
 // Temporary files of writers that died mid-write (AtomicFile's `<name>.tmp.<pid>`, best.pt.tmp).
 void remove_stale_temporaries(const std::string& run_dir) {
-  static const std::regex tmp(".*\\.tmp\\.[0-9]{1,9}");
   for (const std::string& dir : {run_dir, run_dir + "/checkpoints"}) {
     if (!fs::is_directory(dir)) continue;
     for (const auto& e : fs::directory_iterator(dir)) {
       const std::string name = e.path().filename().string();
       const bool stale = name == "best.pt.tmp" ||
-                         (std::regex_match(name, tmp) && !io::temp_writer_alive(e.path().string()));
+                         (io::temp_file_pid(name) >= 0 && !io::temp_writer_alive(e.path().string()));
       std::error_code ec;
       if (stale && e.is_regular_file(ec) && fs::remove(e.path(), ec))
         spdlog::warn("removed {}, left by a writer that was killed mid-write", e.path().string());

@@ -4,8 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -60,13 +60,18 @@ bool proc_start(long pid, double& start, char& state) {
 
 }  // namespace
 
-bool temp_writer_alive(const std::string& temp_path) {
+long temp_file_pid(const std::string& temp_path) {
   const auto dot = temp_path.rfind(".tmp.");
-  if (dot == std::string::npos) return false;
+  if (dot == std::string::npos) return -1;
   const std::string digits = temp_path.substr(dot + 5);
   if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos)
-    return false;
-  const long pid = std::stol(digits);
+    return -1;
+  return std::stol(digits);
+}
+
+bool temp_writer_alive(const std::string& temp_path) {
+  const long pid = temp_file_pid(temp_path);
+  if (pid < 0) return false;
   struct stat st {};
   if (::stat(temp_path.c_str(), &st) != 0) return false;
   if (pid == long(::getpid())) return true;

@@ -39,6 +39,10 @@ class AtomicFile {
 /// Atomically replaces `path` with `bytes` (binary-safe; also used for text).
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
+/// The pid in an AtomicFile temporary's name (`<name>.tmp.<pid>`, up to 9 digits), or -1 when the
+/// name has no such suffix.
+long temp_file_pid(const std::string& temp_path);
+
 /// Whether the writer of an AtomicFile temporary (`<name>.tmp.<pid>`) may still be writing it: its
 /// process exists, is not a zombie (a killed writer nobody reaped yet) and started before the file
 /// was last modified (otherwise the pid was reused by an unrelated process). False for a name
