@@ -15,7 +15,14 @@ kill_trials() {
   local args_straight=("${common[@]//@RUN@/straight}") args=("${common[@]//@RUN@/killed}")
   "$TRAIN" "$sub" "${args_straight[@]}" run_dir="$straight" > "$WORK/$name.straight.log" 2>&1 \
     || { cat "$WORK/$name.straight.log"; fail "$name: uninterrupted run"; }
+  # The uninterrupted run's newest checkpoint is its last step. An outside kill (kill:S) on a fast
+  # machine can land after the restarted run wrote it; a further trial would then have nothing to
+  # train and exit 0, so the trials end there (the final checks still run).
+  local last; last=$(ls "$straight"/checkpoints/step_*.pt | tail -n 1); last=${last##*/}
   for trial in "$@"; do
+    if [ -f "$dir/checkpoints/$last" ]; then
+      echo "$name: the run reached its last step ($last) before trial $((n + 1)) ($trial); no more trials"; break
+    fi
     n=$((n + 1))
     local log="$WORK/$name.trial$n.log" had
     had=$(ls "$dir"/checkpoints/step_*.pt 2>/dev/null || true)
