@@ -10,8 +10,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/scripts/build.sh" instinct-train instinct-eval
 PY=/usr/bin/python3
-# Every stage is bounded by steps, not time, with fixed seeds and thread counts: the same table on
-# any machine with the same Debian LibTorch, loaded or idle.
+# Every stage is bounded by steps, not time, with fixed seeds, thread counts and CPU kernels
+# (cpu_env.sh): the same table on any x86-64 machine with the same Debian LibTorch, loaded or idle.
+. "$root/scripts/cpu_env.sh"
 TEACHER_STEPS=1000
 t0=$SECONDS
 step() { printf '\n=== %s (%ds so far) ===\n' "$1" $((SECONDS - t0)); }
@@ -26,7 +27,9 @@ if [ ! -f demo/teacher/train_log.json ]; then
 fi
 step "Stage A: distilling the teacher trunk into a small ViT"
 run=runs/stageA_tiny
-./build/instinct-train stageA --config configs/stageA_tiny_cpu.yaml run_dir=$run threads=2 "$@"
+# The teacher trunk is the seeded random one whatever its heads learn: its features on the training
+# images are computed in the first epoch and read back from demo/cache/ in the later ones.
+./build/instinct-train stageA --config configs/stageA_tiny_cpu.yaml run_dir=$run threads=2 cache.dir=demo/cache/stageA "$@"
 $PY - "$run/metrics.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

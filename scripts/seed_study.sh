@@ -10,6 +10,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+. "$root/scripts/cpu_env.sh"  # the demo's CPU kernels, so seed 0 reproduces the demo
 D="${DEMO_DIR:-demo}"
 O="${OUT_DIR:-runs/seeds}"
 [ -f "$D/teacher/bundle.json" ] || { echo "seed_study.sh: error: $D/teacher missing; run scripts/demo.sh first" >&2; exit 2; }
@@ -20,7 +21,7 @@ students=()
 for s in "${seeds[@]}"; do
   a=$O/stageA_s$s c=$O/concept_s$s
   ./build/instinct-train stageA --config configs/stageA_tiny_cpu.yaml "${inputs[@]}" run_dir=$a seed=$s threads=2 \
-    log.progress=lines
+    cache.dir="$D/cache/stageA" log.progress=lines
   ./build/instinct-train concept --config configs/concept_tiny_cpu.yaml "${inputs[@]}" init.path=$a/trunk.pt \
     run_dir=$c seed=$s threads=2 log.progress=lines
   students+=("stageA_s$s=$a/trunk.pt" "concept_s$s=$c/trunk.pt")

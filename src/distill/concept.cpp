@@ -179,7 +179,8 @@ class ConceptRecipe : public Recipe {
       auto images = b->images.to(ctx.run.device);
       at::Tensor feats;
       auto fpn = teacher_fpn(ctx, images, &feats);
-      auto top = scan_scores(ctx, fpn, images.size(0), full_scan_);
+      auto scanned = scan_ground(ctx, fpn, images.size(0), full_scan_);
+      auto top = top_scores(scanned, images.size(0), int64_t(full_scan_.size()));
       std::vector<Pair> pairs;
       for (int64_t i = 0; i < top.size(0); ++i) {
         std::vector<int64_t> neg;
@@ -191,8 +192,7 @@ class ConceptRecipe : public Recipe {
         if (!neg.empty()) pairs.push_back({i, neg[0], false});
       }
       if (pairs.empty()) continue;
-      auto [img, con] = pair_tensors(ctx, pairs);
-      auto t = teacher_targets(ctx, fpn, img, con);
+      auto t = scan_targets(std::move(scanned), pairs, full_scan_);
       for (auto* v : {&t.boxes, &t.masks, &t.logits})
         for (auto& x : *v) x = x.cpu();
       t.all = Ground{t.all.logits.cpu(), t.all.boxes.cpu(), at::Tensor(), t.all.presence.cpu(), at::Tensor(), at::Tensor()};
@@ -218,10 +218,11 @@ class ConceptRecipe : public Recipe {
       scan.resize(size_t(cfg_.concepts.scan));
       std::sort(scan.begin(), scan.end());
     }
-    auto pairs = pick_pairs(scan_scores(ctx, tfpn, B, scan), scan, rng);
+    auto scanned = scan_ground(ctx, tfpn, B, scan);
+    auto pairs = pick_pairs(top_scores(scanned, B, int64_t(scan.size())), scan, rng);
     if (pairs.empty()) return std::nullopt;  // e.g. positives: 0 and min_negatives: 0 on images without present concepts
     auto [img, con] = pair_tensors(ctx, pairs);
-    auto tg = teacher_targets(ctx, tfpn, img, con);
+    auto tg = scan_targets(std::move(scanned), pairs, scan);
     timer.lap("teacher");
 
     std::map<std::string, at::Tensor> l;
@@ -365,15 +366,32 @@ class ConceptRecipe : public Recipe {
   static std::pair<at::Tensor, at::Tensor> text_of(const teacher::PhraseTable& table, const at::Tensor& vocab_ids) {
     return {table.text.index_select(0, vocab_ids), table.pad.index_select(0, vocab_ids)};
   }
-  // Teacher's top score of every scanned concept of every image: (B, n_scan), CPU.
-  at::Tensor scan_scores(const TrainContext& ctx, const Fpn& fpn, int64_t B, const std::vector<int64_t>& scan) const {
+  // The teacher on every scanned concept of every image: rows image-major (b * n + k), no grad.
+  Ground scan_ground(const TrainContext& ctx, const Fpn& fpn, int64_t B, const std::vector<int64_t>& scan) const {
     torch::NoGradGuard ng;
     compat::CudaAutocast ac(ctx.run.autocast);
     const int64_t n = int64_t(scan.size());
     auto vi = torch::tensor(scan, torch::kLong).to(ctx.run.device);
     auto img = torch::arange(B, torch::TensorOptions().dtype(torch::kLong).device(ctx.run.device)).repeat_interleave(n);
     auto [text, pad] = text_of(t_phr_, vi.repeat({B}));
-    return ground(*teacher_, fpn, img, text, pad).scores().amax(1).view({B, n}).cpu();
+    return ground(*teacher_, fpn, img, text, pad);
+  }
+  // Top score of every scanned concept of every image: (B, n_scan), CPU.
+  static at::Tensor top_scores(const Ground& g, int64_t B, int64_t n) { return g.scores().amax(1).view({B, n}).cpu(); }
+  // The teacher's targets for the chosen pairs, taken from the scan's rows (the scan already ran the
+  // teacher on every pair it can choose; a second pass would recompute the same outputs).
+  Targets scan_targets(Ground g, const std::vector<Pair>& pairs, const std::vector<int64_t>& scan) const {
+    std::vector<int64_t> rows;
+    for (const auto& p : pairs) {
+      const auto k = std::find(scan.begin(), scan.end(), p.concept) - scan.begin();
+      INSTINCT_ASSERT(k < int64_t(scan.size()));  // pick_pairs only chooses scanned concepts
+      rows.push_back(p.image * int64_t(scan.size()) + k);
+    }
+    auto r = torch::tensor(rows, torch::kLong).to(g.logits.device());
+    auto sel = [&](const at::Tensor& t, int64_t dim) { return t.defined() ? t.index_select(dim, r) : t; };
+    return make_targets(Ground{sel(g.logits, 0), sel(g.boxes, 0), sel(g.masks, 0), sel(g.presence, 0), sel(g.memory, 1),
+                               sel(g.queries, 0)},
+                        L.tau_keep);
   }
   std::vector<Pair> pick_pairs(const at::Tensor& top, const std::vector<int64_t>& scan, uint64_t& rng) const {
     const auto& c = cfg_.concepts;
@@ -397,12 +415,6 @@ class ConceptRecipe : public Recipe {
       con.push_back(p.concept);
     }
     return {torch::tensor(img, torch::kLong).to(ctx.run.device), torch::tensor(con, torch::kLong).to(ctx.run.device)};
-  }
-  Targets teacher_targets(const TrainContext& ctx, const Fpn& fpn, const at::Tensor& img, const at::Tensor& con) const {
-    torch::NoGradGuard ng;
-    compat::CudaAutocast ac(ctx.run.autocast);
-    auto [text, pad] = text_of(t_phr_, con);
-    return make_targets(ground(*teacher_, fpn, img, text, pad), L.tau_keep);
   }
   // Region-text InfoNCE between the projected matched query embeddings and the concept embeddings
   // of the batch's distinct concepts (pooled student text tokens).

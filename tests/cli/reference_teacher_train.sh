@@ -4,7 +4,9 @@
 # demo's determinism rests on this); the image-level counts of its cgF1 diagnostic cover exactly the
 # phrases the protocol asks for (every present category plus two absent ones per val image, counted
 # here from the annotations), cgF1 = pmF1 x IL_MCC; and the bundle it writes loads in instinct-eval
-# with the demo's eval config (concept, box, point, cgF1).
+# with the demo's eval config (concept, box, point, cgF1). The two heads train independently: a run of
+# the SAM head alone (--parts sam) has exactly the SAM losses of the full run, and one of grounding
+# alone exactly its grounding losses.
 source "$(dirname "$0")/common.sh"
 EVAL="$INSTINCT_BIN_DIR/instinct-eval"
 "$PY" "$INSTINCT_SOURCE_DIR/scripts/make_toy_world.py" --out "$WORK/world" --train 16 --val 12 --seed 4 \
@@ -13,6 +15,11 @@ for run in a b; do
   "$PY" "$INSTINCT_SOURCE_DIR/scripts/train_reference_teacher.py" --world "$WORK/world" --out "$WORK/teacher_$run" \
     --steps 3 --batch-images 4 --eval-images 12 --threads 1 > "$WORK/$run.log" 2>&1 \
     || { cat "$WORK/$run.log"; fail "teacher run $run"; }
+done
+for part in sam grounding; do
+  "$PY" "$INSTINCT_SOURCE_DIR/scripts/train_reference_teacher.py" --world "$WORK/world" --out "$WORK/teacher_$part" \
+    --steps 3 --batch-images 4 --eval-images 2 --threads 1 --parts $part > "$WORK/$part.log" 2>&1 \
+    || { cat "$WORK/$part.log"; fail "teacher run --parts $part"; }
 done
 grep -q "^cgF1 " "$WORK/a.log" || { cat "$WORK/a.log"; fail "no cgF1 line"; }
 "$PY" - "$WORK" <<'PYEOF'
@@ -24,6 +31,11 @@ untimed = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
 assert untimed(a["history"]) == untimed(b["history"]), "same seed and threads, different loss histories"
 assert a["history"], "no loss history"
 assert a["val_metrics"] == b["val_metrics"], "same seed and threads, different val metrics"
+for part, keys in (("sam", ("sam_mask", "sam_iou", "best_iou")), ("grounding", ("cls", "pres", "mbce", "dice", "score"))):
+    alone = json.load(open(f"{w}/teacher_{part}/train_log.json"))["history"]
+    assert [[r[k] for k in keys] for r in alone] == [[r[k] for k in keys] for r in a["history"]], (part, alone, a["history"])
+    other = "cls" if part == "sam" else "sam_mask"
+    assert all(other not in r for r in alone), (part, alone)
 m = a["val_metrics"]
 coco = json.load(open(f"{w}/world/annotations/instances_val.json"))
 names = {c["id"]: c["name"] for c in coco["categories"]}
