@@ -21,7 +21,7 @@ students=()
 for s in "${seeds[@]}"; do
   a=$O/stageA_s$s c=$O/concept_s$s
   ./build/instinct-train stageA --config configs/stageA_tiny_cpu.yaml "${inputs[@]}" run_dir=$a seed=$s threads=2 \
-    cache.dir="$D/cache/stageA" log.progress=lines
+    cache.dir="$O/cache/stageA" log.progress=lines
   ./build/instinct-train concept --config configs/concept_tiny_cpu.yaml "${inputs[@]}" init.path=$a/trunk.pt \
     run_dir=$c seed=$s threads=2 log.progress=lines
   students+=("stageA_s$s=$a/trunk.pt" "concept_s$s=$c/trunk.pt")
