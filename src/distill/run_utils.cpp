@@ -29,10 +29,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Step checkpoints of a run directory, oldest first.
-std::vector<std::string> step_checkpoints(const std::string& run_dir) {
+// Step checkpoint files (step_<n>.pt) of a checkpoints folder, oldest first.
+std::vector<std::string> step_files(const std::string& dir) {
   std::vector<std::string> out;
-  const std::string dir = run_dir + "/checkpoints";
   if (!fs::is_directory(dir)) return out;
   static const std::regex name("step_[0-9]+\\.pt");
   for (const auto& e : fs::directory_iterator(dir))
@@ -40,6 +39,9 @@ std::vector<std::string> step_checkpoints(const std::string& run_dir) {
   std::sort(out.begin(), out.end());
   return out;
 }
+
+// Step checkpoints of a run directory, oldest first.
+std::vector<std::string> step_checkpoints(const std::string& run_dir) { return step_files(run_dir + "/checkpoints"); }
 
 // Temporary files of writers that died mid-write (AtomicFile's `<name>.tmp.<pid>`, best.pt.tmp).
 void remove_stale_temporaries(const std::string& run_dir) {
@@ -235,10 +237,7 @@ void CheckpointKeeper::save(const TrainState& st, model::StudentTrunkImpl& stude
     if (!ec) fs::rename(tmp, dir_ + "/best.pt", ec);
     if (ec) spdlog::warn("could not update {}/best.pt: {}", dir_, ec.message());
   }
-  std::vector<std::string> steps;
-  for (const auto& e : fs::directory_iterator(dir_))
-    if (std::regex_match(e.path().filename().string(), std::regex("step_[0-9]+\\.pt"))) steps.push_back(e.path().string());
-  std::sort(steps.begin(), steps.end());
+  const auto steps = step_files(dir_);
   for (size_t i = 0; i + size_t(keep_last_) < steps.size(); ++i) fs::remove(steps[i]);
 }
 
