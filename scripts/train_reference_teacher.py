@@ -74,6 +74,7 @@ numpy, so it is close to but not always equal to instinct-eval's), and writes al
 loss history to BUNDLE_DIR/train_log.json.
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -504,6 +505,18 @@ def cgf1_summary(acc):
 
 
 # ------------------------------------------------------------------------------------------------
+def set_blas_threads(n):
+    """OpenBLAS (torch's BLAS on Debian) keeps its own thread pool, one thread per core unless told,
+    and its results depend on its thread count (weights 2e-5 apart after 3 steps at 1 vs 2): pinned
+    to --threads, so a machine with more cores trains the same teacher (on 2 cores, what it picks)."""
+    for name in ("libopenblas.so.0", "libblas.so.3"):
+        try:
+            ctypes.CDLL(name).openblas_set_num_threads(n)
+            return
+        except (OSError, AttributeError):
+            continue
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", required=True, help="toy world directory (make_toy_world.py)")
@@ -540,6 +553,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     t_start = time.time()
     torch.set_num_threads(a.threads)
+    set_blas_threads(a.threads)
     world, out = pathlib.Path(a.world), pathlib.Path(a.out)
 
     mods, info = mrt.build(a.preset, a.seed)
