@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Forward + backward time of the reference teacher's trainable heads, as train_reference_teacher.py
-runs them per shard (docs/performance.md, "Reference teacher training").
+"""Forward + backward time of the reference teacher's trainable heads at the sizes of one
+train_reference_teacher.py step (docs/performance.md, "Reference teacher training").
 
   /usr/bin/python3 scripts/bench_reference_heads.py [--pairs 16] [--prompts 48] [--threads 1] [--repeat 12]
 
@@ -8,7 +8,7 @@ Builds make_reference_teacher's `tiny` preset (seed 0), puts the grounding head 
 training mode and times one forward + backward of each on random neck features: the grounding head
 over --pairs (image, concept) pairs, the SAM head over --prompts one-point prompts. Prints the median
 and minimum over --repeat runs after two warm-up runs. Source scripts/cpu_env.sh first to time the
-demo's kernels; set OPENBLAS_NUM_THREADS to --threads as the trainer does.
+demo's kernels; OpenBLAS's pool is pinned to --threads as in the trainer.
 """
 import argparse
 import pathlib
@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import make_reference_teacher as mrt  # noqa: E402
+from train_reference_teacher import set_blas_threads  # noqa: E402
 
 
 def timed(fn, repeat):
@@ -39,6 +40,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=12)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    set_blas_threads(a.threads)
     mods, info = mrt.build("tiny", 0)
     D, G, S = info["neck_channels"], info["trunk"]["grid"], info["image_size"]
     g, h = mods["grounding"], mods["sam_head"]
