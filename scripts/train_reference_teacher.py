@@ -21,8 +21,9 @@ Losses per step (--batch-images B, --pairs concept pairs and two interactive pro
   instances of that category (cost 2*class + 5*L1 + 2*(1-GIoU), scipy linear_sum_assignment);
   BCE on all class logits (1 for matched queries), L1 + GIoU on matched boxes (cxcywh in [0,1]),
   BCE + --dice-weight (5) x dice on matched masks at M x M, BCE on presence. --p-pos (0.5) of the
-  pairs are present concepts; the others are absent (hard negatives: other shapes in the image, or
-  the bank's never-present names), whose targets are all zero. Matched (positive) class logits are
+  pairs are present concepts; the others are absent, whose targets are all zero: --p-hard (1) of
+  them hard negatives (categories the world's images contain, as instinct-eval's cgF1 draws them),
+  the rest any bank name absent from the image (0.8 until 2026-12-03). Matched (positive) class logits are
   weighted --pos-weight (3), the presence loss --pres-weight (3), and --score-weight (4) adds a BCE
   of the protocol's decision score max_q sigmoid(logit_q) * sigmoid(presence) against presence: it
   lifts only the top query of a present concept over 0.5 (no duplicates) and holds absent concepts
@@ -78,9 +79,11 @@ bilinearly upsampled to the original size, logits > 0; IoU with an empty union =
 IoUs, then a concept diagnostics line (the top query's IoU without the 0.5 threshold, the best
 IoU over all queries, the mean top score for the present category, and for one absent category
 per image the mean top score and how often it reaches 0.5), then cgF1 as instinct-eval computes it
-(pmF1 per IoU threshold, image-level counts, detections per instance; absent categories drawn by
-numpy, so it is close to but not always equal to instinct-eval's), and writes all of them with the
-loss history to BUNDLE_DIR/train_log.json.
+(pmF1 per IoU threshold, image-level counts, detections per instance; the absent categories are
+the ones instinct-eval draws, so the counts are its own), and writes all of them with the loss
+history to BUNDLE_DIR/train_log.json. Until 2026-12-03 the diagnostic drew its absent categories from
+the whole concept bank, whose never-present names are easy negatives: it ran 0.02-0.04 above
+instinct-eval's cgF1.
 """
 import argparse
 import ctypes
@@ -130,6 +133,25 @@ def resize_mask(m, M):
     return F.interpolate(t, size=(M, M), mode="bilinear", antialias=True, align_corners=False)[0, 0]
 
 
+M64 = (1 << 64) - 1
+
+
+def cgf1_absent_draw(image_id, cat_ids, annotated, cat_name, n=2, seed=0):
+    """The absent categories instinct-eval's cgF1 prompts for this image (src/eval/cgf1.cpp,
+    cgf1_categories): the annotation file's categories (ascending id) with no annotation in the image,
+    partially shuffled by splitmix64 seeded with seed * 0x100000001b3 ^ image id; the first n, as
+    concept-bank indices."""
+    absent = [c for c in cat_ids if c not in annotated and cat_name[c] in mrt.CONCEPTS]
+    st = (seed * 0x100000001B3 ^ image_id) & M64
+    for i in range(min(n, len(absent))):
+        st = (st + 0x9E3779B97F4A7C15) & M64
+        z = ((st ^ (st >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        j = i + (z ^ (z >> 31)) % (len(absent) - i)
+        absent[i], absent[j] = absent[j], absent[i]
+    return [mrt.CONCEPTS.index(cat_name[c]) for c in absent[:n]]
+
+
 def load_split(world, split, S, M, limit=None, keep_full=False):
     coco = json.loads((world / "annotations" / f"instances_{split}.json").read_text())
     cat_name = {c["id"]: c["name"] for c in coco["categories"]}
@@ -142,7 +164,9 @@ def load_split(world, split, S, M, limit=None, keep_full=False):
         h, w = im["height"], im["width"]
         arr = np.asarray(Image.open(world / split / im["file_name"]).convert("RGB"))
         assert arr.shape[:2] == (h, w), im["file_name"]
-        rec = {"id": im["id"], "h": h, "w": w, "pix": preprocess(arr, S), "inst": [], "crowd_cats": set()}
+        rec = {"id": im["id"], "h": h, "w": w, "pix": preprocess(arr, S), "inst": [], "crowd_cats": set(),
+               "cgf1_absent": cgf1_absent_draw(im["id"], sorted(cat_name), {a["category_id"] for a in by_img.get(im["id"], [])},
+                                               cat_name)}
         for a in sorted(by_img.get(im["id"], []), key=lambda a: a["id"]):
             cid = mrt.CONCEPTS.index(cat_name[a["category_id"]])
             if a["iscrowd"]:
@@ -408,10 +432,10 @@ def shard_loss(mods, a, parts, js, idx, feats, fpn0_c, l0_c, pairs, prompts, cou
 # ------------------------------------------------------------------------------------------------
 # Sampling
 # ------------------------------------------------------------------------------------------------
-def sample_pairs(rec, rng, n_pairs=2, p_pos=0.65, world_cats=None):
+def sample_pairs(rec, rng, n_pairs=2, p_pos=0.65, world_cats=None, p_hard=0.8):
     present = sorted({t["cat"] for t in rec["inst"]})
     absent = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in rec["crowd_cats"]]
-    if world_cats is not None and rng.random() < 0.8:  # hard negatives: categories the world draws
+    if world_cats is not None and rng.random() < p_hard:  # hard negatives: categories the world draws
         absent = [k for k in absent if k in world_cats] or absent
     pairs = []
     for _ in range(n_pairs):
@@ -523,16 +547,15 @@ def cgf1_acc():
 
 
 @torch.no_grad()
-def cgf1_add(mods, r, fpn, acc, n_absent=2, thr=0.5):
+def cgf1_add(mods, r, fpn, acc, thr=0.5):
     """SAM3's cgF1 as instinct-eval computes it (docs/evaluation.md), for a diagnosis during training;
     adds image r (its detector-neck features fpn, batch 1) to acc. Phrases = every category with a
-    non-crowd instance plus n_absent unannotated ones (drawn here with numpy seeded by the image id,
-    not instinct-eval's generator); detections = queries with score >= thr, Hungarian-matched on mask
+    non-crowd instance plus the two unannotated ones instinct-eval draws (cgf1_absent_draw, its
+    defaults cgf1_absent 2 and cgf1_seed 0); detections = queries with score >= thr, Hungarian-matched on mask
     IoU at the original size."""
     ts = np.arange(10) * 0.05 + 0.5
     present = sorted({t["cat"] for t in r["inst"]})
-    free = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in r["crowd_cats"]]
-    cats = present + list(np.random.default_rng(r["id"]).choice(free, size=min(n_absent, len(free)), replace=False))
+    cats = present + r["cgf1_absent"]
     text, pad = mods["concept_bank"](torch.tensor(cats))
     logits, _, cmasks, presence, _, _ = mods["grounding"](*(x.expand(len(cats), -1, -1, -1) for x in fpn), text, pad)
     score = logits[..., 0].sigmoid() * presence.sigmoid()
@@ -597,6 +620,9 @@ def main(argv=None):
     ap.add_argument("--o2m", type=float, default=1.0,
                     help="weight of the one-to-many box/mask loss on unmatched queries (lowest-cost instance)")
     ap.add_argument("--p-pos", type=float, default=0.5, help="share of concept pairs that are present")
+    ap.add_argument("--p-hard", type=float, default=1.0,
+                    help="share of absent-concept draws among the categories the world's images contain "
+                         "(the rest: any concept-bank name absent from the image)")
     ap.add_argument("--p-centroid", type=float, default=0.5,
                     help="share of point prompts at the GT-mask centroid (the rest: random interior points)")
     ap.add_argument("--parts", choices=("all", "grounding", "sam"), default="all",
@@ -684,7 +710,8 @@ def main(argv=None):
             # Samples for the whole batch, drawn in the same order whatever --parts and --jobs: concept
             # pairs (image, category, instances) and interactive prompts (image, kind, points, labels, mask).
             pairs_b = [(j, c, tg) for j, r in enumerate(recs)
-                       for c, tg in sample_pairs(r, rng, n_pairs=a.pairs, p_pos=a.p_pos, world_cats=world_cats)]
+                       for c, tg in sample_pairs(r, rng, n_pairs=a.pairs, p_pos=a.p_pos, world_cats=world_cats,
+                                                 p_hard=a.p_hard)]
             prompts_b = []
             if "sam" in parts:  # a.sam_prompts points and boxes per image (instances drawn at random)
                 for j, r in enumerate(recs):
