@@ -337,9 +337,13 @@ class Grounding(nn.Module):
         self.prompt_mlp = MLP(D, 2 * D, D, 2)
         self.prompt_norm = nn.LayerNorm(D)
         self.query_proj = nn.Linear(D, D)
-        # Segmentation head: pixel decoder over memory + fpn1 + fpn0, query mask embeddings.
+        # Segmentation head: pixel decoder over memory + fpn1 + fpn0, D channels at every level, query
+        # mask embeddings of D. The finest level (4G x 4G = M) mixes space with a depthwise 3x3 and
+        # channels with a 1x1 (depthwise-separable): a dense 3x3 there was half a CPU training step
+        # through this head, and narrowing the channels instead cost mask quality at high IoU.
         self.pix_conv1 = nn.Conv2d(D, D, 3, padding=1)
-        self.pix_conv2 = nn.Conv2d(D, D, 3, padding=1)
+        self.pix_dw2 = nn.Conv2d(D, D, 3, padding=1, groups=D)
+        self.pix_pw2 = nn.Conv2d(D, D, 1)
         self.mask_embed = MLP(D, D, D, 3)
 
     def forward(self, fpn0, fpn1, fpn2, text, text_pad):
@@ -374,10 +378,12 @@ class Grounding(nn.Module):
 
         G = fpn2.shape[-1]
         mem_map = memory.transpose(1, 2).unflatten(2, (G, G))
-        pix = mem_map.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) + fpn1
+        # Nearest 2x upsampling (equal to repeat_interleave(2) on both axes, whose index_select /
+        # index_add cost as much as a 64x64 convolution when training through it).
+        pix = F.interpolate(mem_map, scale_factor=2.0, mode="nearest") + fpn1
         pix = F.gelu(self.pix_conv1(pix))
-        pix = pix.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) + fpn0
-        pix = F.gelu(self.pix_conv2(pix))
+        pix = F.interpolate(pix, scale_factor=2.0, mode="nearest") + fpn0
+        pix = F.gelu(self.pix_pw2(self.pix_dw2(pix)))
         masks = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(queries), pix) / math.sqrt(D)
         return logits, boxes, masks, presence, memory.transpose(0, 1).contiguous(), queries.contiguous()
 
@@ -500,12 +506,16 @@ def build(preset, seed, trunk_only=False):
     gen = torch.Generator().manual_seed(seed + 1)
     S, P, C, D = p["image_size"], p["patch"], p["channels"], p["neck_channels"]
     G = S // P
+    trunk, detector_neck, interactive_neck = Trunk(p), DetectorNeck(C, D), InteractiveNeck(C, D)
+    # The SAM head draws its initial weights before grounding does, so a change to grounding's
+    # architecture leaves the SAM head's (and everything else's) initial weights as they were.
+    sam_head = SamHead(D, G, S, p["heads_d"], gen)
     mods = {
-        "trunk": Trunk(p),
-        "detector_neck": DetectorNeck(C, D),
-        "interactive_neck": InteractiveNeck(C, D),
+        "trunk": trunk,
+        "detector_neck": detector_neck,
+        "interactive_neck": interactive_neck,
         "grounding": Grounding(D, G, p["num_queries"], p["heads_d"], p["enc_layers"], p["dec_layers"]),
-        "sam_head": SamHead(D, G, S, p["heads_d"], gen),
+        "sam_head": sam_head,
         "concept_bank": ConceptBank(D, p["prompt_length"], gen),
     }
     init_trunk(mods["trunk"], gen, p)

@@ -3,7 +3,7 @@
 something, and writes it as an instinct teacher bundle.
 
   /usr/bin/python3 scripts/train_reference_teacher.py --world DIR --out BUNDLE_DIR [--seed 0]
-                                                      [--steps 600] [--minutes M] [--threads 2]
+                                                      [--steps 1000] [--threads 2] [--jobs 2]
 
 DIR is a toy world from scripts/make_toy_world.py (COCO format). The model is
 make_reference_teacher.build(preset, seed): same architecture and bundle contract; the bundle is
@@ -21,8 +21,9 @@ Losses per step (--batch-images B, --pairs concept pairs and two interactive pro
   instances of that category (cost 2*class + 5*L1 + 2*(1-GIoU), scipy linear_sum_assignment);
   BCE on all class logits (1 for matched queries), L1 + GIoU on matched boxes (cxcywh in [0,1]),
   BCE + --dice-weight (5) x dice on matched masks at M x M, BCE on presence. --p-pos (0.5) of the
-  pairs are present concepts; the others are absent (hard negatives: other shapes in the image, or
-  the bank's never-present names), whose targets are all zero. Matched (positive) class logits are
+  pairs are present concepts; the others are absent, whose targets are all zero: --p-hard (1) of
+  them hard negatives (categories the world's images contain, as instinct-eval's cgF1 draws them),
+  the rest any bank name absent from the image (0.8 until 2026-12-03). Matched (positive) class logits are
   weighted --pos-weight (3), the presence loss --pres-weight (3), and --score-weight (4) adds a BCE
   of the protocol's decision score max_q sigmoid(logit_q) * sigmoid(presence) against presence: it
   lifts only the top query of a present concept over 0.5 (no duplicates) and holds absent concepts
@@ -59,6 +60,15 @@ both, as before, let the grounding gradients set the SAM head's clip factor; wit
 gave SAM mask loss 0.294 in the 12th epoch and point mIoU 0.574, with its own clip (and stream) 0.257
 and 0.633 (box 0.826 and 0.817); one run each, so part of that gap can be the draw.
 
+Each batch is two shards of --batch-images / 2 images whose losses are sums divided by the whole
+batch's counts (pairs, matched queries, prompts: known from the sampled targets before any forward),
+so they add up to the batch's loss above. --jobs 2 (default) computes the shards in two processes
+of --threads / 2 threads each and sums their gradients through torch.distributed (gloo, loopback)
+before each step: bit for bit what --jobs 1 computes with that many threads, in about 0.6 of the
+time of one process on 2 threads (docs/performance.md: the heads' ops are small, so a second thread
+in one process gained the grounding step ~10% and slowed the SAM head's). OpenBLAS's thread count
+is pinned to --threads in every process, as its results depend on it.
+
 Training runs for --minutes of wall time in all (data preparation included; ~25 s are reserved for
 the final evaluation and bundle writing) or exactly --steps steps; the learning rate follows a
 warmup + cosine schedule over that budget. At the end it evaluates the first 100 val images with
@@ -69,9 +79,11 @@ bilinearly upsampled to the original size, logits > 0; IoU with an empty union =
 IoUs, then a concept diagnostics line (the top query's IoU without the 0.5 threshold, the best
 IoU over all queries, the mean top score for the present category, and for one absent category
 per image the mean top score and how often it reaches 0.5), then cgF1 as instinct-eval computes it
-(pmF1 per IoU threshold, image-level counts, detections per instance; absent categories drawn by
-numpy, so it is close to but not always equal to instinct-eval's), and writes all of them with the
-loss history to BUNDLE_DIR/train_log.json.
+(pmF1 per IoU threshold, image-level counts, detections per instance; the absent categories are
+the ones instinct-eval draws, so the counts are its own), and writes all of them with the loss
+history to BUNDLE_DIR/train_log.json. Until 2026-12-03 the diagnostic drew its absent categories from
+the whole concept bank, whose never-present names are easy negatives: it ran 0.02-0.04 above
+instinct-eval's cgF1.
 """
 import argparse
 import ctypes
@@ -79,7 +91,9 @@ import json
 import math
 import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 import time
 
 # Passive OpenMP waiting: on a shared 2-core machine, spinning worker threads made every op 3-5x
@@ -88,6 +102,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
@@ -118,6 +133,25 @@ def resize_mask(m, M):
     return F.interpolate(t, size=(M, M), mode="bilinear", antialias=True, align_corners=False)[0, 0]
 
 
+M64 = (1 << 64) - 1
+
+
+def cgf1_absent_draw(image_id, cat_ids, annotated, cat_name, n=2, seed=0):
+    """The absent categories instinct-eval's cgF1 prompts for this image (src/eval/cgf1.cpp,
+    cgf1_categories): the annotation file's categories (ascending id) with no annotation in the image,
+    partially shuffled by splitmix64 seeded with seed * 0x100000001b3 ^ image id; the first n, as
+    concept-bank indices."""
+    absent = [c for c in cat_ids if c not in annotated and cat_name[c] in mrt.CONCEPTS]
+    st = (seed * 0x100000001B3 ^ image_id) & M64
+    for i in range(min(n, len(absent))):
+        st = (st + 0x9E3779B97F4A7C15) & M64
+        z = ((st ^ (st >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        j = i + (z ^ (z >> 31)) % (len(absent) - i)
+        absent[i], absent[j] = absent[j], absent[i]
+    return [mrt.CONCEPTS.index(cat_name[c]) for c in absent[:n]]
+
+
 def load_split(world, split, S, M, limit=None, keep_full=False):
     coco = json.loads((world / "annotations" / f"instances_{split}.json").read_text())
     cat_name = {c["id"]: c["name"] for c in coco["categories"]}
@@ -130,7 +164,9 @@ def load_split(world, split, S, M, limit=None, keep_full=False):
         h, w = im["height"], im["width"]
         arr = np.asarray(Image.open(world / split / im["file_name"]).convert("RGB"))
         assert arr.shape[:2] == (h, w), im["file_name"]
-        rec = {"id": im["id"], "h": h, "w": w, "pix": preprocess(arr, S), "inst": [], "crowd_cats": set()}
+        rec = {"id": im["id"], "h": h, "w": w, "pix": preprocess(arr, S), "inst": [], "crowd_cats": set(),
+               "cgf1_absent": cgf1_absent_draw(im["id"], sorted(cat_name), {a["category_id"] for a in by_img.get(im["id"], [])},
+                                               cat_name)}
         for a in sorted(by_img.get(im["id"], []), key=lambda a: a["id"]):
             cid = mrt.CONCEPTS.index(cat_name[a["category_id"]])
             if a["iscrowd"]:
@@ -268,11 +304,22 @@ def box_mask_terms(mb, tb, mm, tm, n):
     return l_l1, l_giou, l_bce, l_dice
 
 
+def batch_counts(targets, Q):
+    """The normalisers of grounding_loss for a list of per-pair instance lists: pairs, absent pairs,
+    Hungarian-matched queries and the rest of the present pairs' queries (one-to-many)."""
+    matched = sum(min(len(t), Q) for t in targets)
+    present = sum(1 for t in targets if t)
+    return {"P": len(targets), "absent": len(targets) - present, "n": matched, "no": present * Q - matched}
+
+
 def grounding_loss(out, targets, pos_weight=3.0, pres_weight=3.0, o2m=1.0, dice_weight=5.0, neg_masks=1.0,
-                   score_weight=4.0):
-    """out: grounding outputs for P pairs; targets: list of P lists of instances."""
+                   score_weight=4.0, counts=None):
+    """out: grounding outputs for P pairs; targets: list of P lists of instances. Every term is a sum
+    divided by a count of the whole batch (counts, from batch_counts; default: these pairs'), so the
+    losses of a batch's shards add up to the batch's loss."""
     logits, boxes, masks, presence = out[0][..., 0], out[1], out[2], out[3][:, 0]
-    P = logits.shape[0]
+    cnt = counts or batch_counts(targets, logits.shape[1])
+    P = cnt["P"]
     cls_t = torch.zeros_like(logits)
     pres_t = torch.tensor([float(len(t) > 0) for t in targets])
     mb, tb, mm, tm = [], [], [], []
@@ -297,10 +344,10 @@ def grounding_loss(out, targets, pos_weight=3.0, pres_weight=3.0, o2m=1.0, dice_
             otb.append(tboxes[rt])
             om.append(masks[i, rq])
             otm.append(tmasks[rt])
-    n = max(sum(len(x) for x in mb), 1)
+    n = max(cnt["n"], 1)
     l_cls = F.binary_cross_entropy_with_logits(logits, cls_t, reduction="none")
     l_cls = (l_cls * (1 + (pos_weight - 1) * cls_t)).sum() / max(P, 1) / 2
-    l_pres = F.binary_cross_entropy_with_logits(presence, pres_t)
+    l_pres = F.binary_cross_entropy_with_logits(presence, pres_t, reduction="sum") / P
     if mb:
         l_l1, l_giou, l_bce, l_dice = box_mask_terms(torch.cat(mb), torch.cat(tb), torch.cat(mm), torch.cat(tm), n)
     else:
@@ -309,23 +356,26 @@ def grounding_loss(out, targets, pos_weight=3.0, pres_weight=3.0, o2m=1.0, dice_
     total = 2 * l_cls + pres_weight * l_pres + 5 * l_l1 + 2 * l_giou + 5 * l_bce + dice_weight * l_dice
     if score_weight > 0:  # the evaluation's decision score: max over queries of sigmoid(logit) * sigmoid(presence)
         top = (logits.sigmoid().max(1).values * presence.sigmoid()).clamp(1e-6, 1 - 1e-6)
-        parts["score"] = F.binary_cross_entropy(top, pres_t)
+        parts["score"] = F.binary_cross_entropy(top, pres_t, reduction="sum") / P
         total = total + score_weight * parts["score"]
     absent = [i for i, tg in enumerate(targets) if not tg]
     if neg_masks > 0 and absent:  # absent concept: every query's mask should be empty
-        l_neg = F.binary_cross_entropy_with_logits(masks[absent], torch.zeros_like(masks[absent]))
+        l_neg = F.binary_cross_entropy_with_logits(masks[absent], torch.zeros_like(masks[absent]), reduction="sum") \
+            / (cnt["absent"] * masks[0].numel())
         parts["neg_mask"] = l_neg
         total = total + neg_masks * 5 * l_neg
     if ob:
-        no = sum(len(x) for x in ob)
+        no = max(cnt["no"], 1)
         o_l1, o_giou, o_bce, o_dice = box_mask_terms(torch.cat(ob), torch.cat(otb), torch.cat(om), torch.cat(otm), no)
         parts["o2m_dice"] = o_dice
         total = total + o2m * (5 * o_l1 + 2 * o_giou + 5 * o_bce + dice_weight * o_dice)
     return total, parts
 
 
-def sam_loss(out, tmask):
+def sam_loss(out, tmask, N=None):
+    """Sums divided by N prompts (default: these), so the losses of a batch's shards add up."""
     masks, iou, obj = out
+    N = N or masks.shape[0]
     tm = tmask[:, None].expand_as(masks)
     per = F.binary_cross_entropy_with_logits(masks, tm, reduction="none").mean((2, 3)) \
         + dice_loss(masks.flatten(0, 1), tm.flatten(0, 1)).view(masks.shape[0], 3)
@@ -335,19 +385,57 @@ def sam_loss(out, tmask):
         inter = (pb & tb).sum((2, 3)).float()
         union = (pb | tb).sum((2, 3)).float()
         actual = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
-    l_iou = F.mse_loss(iou, actual)
-    l_obj = F.binary_cross_entropy_with_logits(obj[:, 0], torch.ones_like(obj[:, 0]))
-    total = best.values.mean() * 2 + l_iou + 0.1 * l_obj
-    return total, {"sam_mask": best.values.mean(), "sam_iou": l_iou, "best_iou": actual.gather(1, best.indices[:, None]).mean()}
+    l_iou = F.mse_loss(iou, actual, reduction="sum") / (N * iou.shape[1])
+    l_obj = F.binary_cross_entropy_with_logits(obj[:, 0], torch.ones_like(obj[:, 0]), reduction="sum") / N
+    l_mask = best.values.sum() / N
+    total = l_mask * 2 + l_iou + 0.1 * l_obj
+    return total, {"sam_mask": l_mask, "sam_iou": l_iou, "best_iou": actual.gather(1, best.indices[:, None]).sum() / N}
+
+
+def shard_loss(mods, a, parts, js, idx, feats, fpn0_c, l0_c, pairs, prompts, counts):
+    """Loss of one shard of a batch: images js (positions in the batch idx), their concept pairs
+    (position, category, instances) and interactive prompts (position, kind, points, labels, GT mask),
+    normalised by the batch's counts (batch_counts plus "prompts")."""
+    ti = torch.as_tensor(idx[js[0]:js[-1] + 1])
+    f = feats[ti]
+    loss, logged = torch.zeros(()), {}
+    if "grounding" in parts and pairs:
+        fpn = detector_neck_cached(mods["detector_neck"], f, fpn0_c[ti])
+        pi = torch.tensor([j - js[0] for j, _, _ in pairs])
+        text, pad = mods["concept_bank"](torch.tensor([c for _, c, _ in pairs]))
+        gout = mods["grounding"](fpn[0][pi], fpn[1][pi], fpn[2][pi], text, pad)
+        l_g, lp = grounding_loss(gout, [tg for _, _, tg in pairs], a.pos_weight, a.pres_weight, a.o2m,
+                                 a.dice_weight, a.neg_masks, a.score_weight, counts)
+        loss, logged = loss + l_g, logged | lp
+    if "sam" in parts and prompts:
+        emb, s0, s1 = interactive_neck_cached(mods["interactive_neck"], f, l0_c[ti])
+        si = torch.tensor([j - js[0] for j, *_ in prompts])
+        # points as at evaluation (one token, no padding point); boxes (two corner tokens) apart
+        groups = [[i for i, x in enumerate(prompts) if x[1] == kind] for kind in (0, 1)] if a.single_point \
+            else [list(range(len(prompts)))]
+        outs, tms = [], []
+        for sel in groups:
+            if not sel:
+                continue
+            n = (1 if prompts[sel[0]][1] == 0 else 2) if a.single_point else 2
+            st = torch.tensor(sel)
+            outs.append(mods["sam_head"](emb[si[st]], s0[si[st]], s1[si[st]],
+                                         torch.stack([prompts[i][2][:n] for i in sel]),
+                                         torch.stack([prompts[i][3][:n] for i in sel])))
+            tms += [prompts[i][4] for i in sel]
+        sout = tuple(torch.cat([o[i] for o in outs]) for i in range(3))
+        l_s, lp = sam_loss(sout, torch.stack(tms), counts["prompts"])
+        loss, logged = loss + l_s, logged | lp
+    return loss, {"loss": loss} | logged
 
 
 # ------------------------------------------------------------------------------------------------
 # Sampling
 # ------------------------------------------------------------------------------------------------
-def sample_pairs(rec, rng, n_pairs=2, p_pos=0.65, world_cats=None):
+def sample_pairs(rec, rng, n_pairs=2, p_pos=0.65, world_cats=None, p_hard=0.8):
     present = sorted({t["cat"] for t in rec["inst"]})
     absent = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in rec["crowd_cats"]]
-    if world_cats is not None and rng.random() < 0.8:  # hard negatives: categories the world draws
+    if world_cats is not None and rng.random() < p_hard:  # hard negatives: categories the world draws
         absent = [k for k in absent if k in world_cats] or absent
     pairs = []
     for _ in range(n_pairs):
@@ -459,16 +547,15 @@ def cgf1_acc():
 
 
 @torch.no_grad()
-def cgf1_add(mods, r, fpn, acc, n_absent=2, thr=0.5):
+def cgf1_add(mods, r, fpn, acc, thr=0.5):
     """SAM3's cgF1 as instinct-eval computes it (docs/evaluation.md), for a diagnosis during training;
     adds image r (its detector-neck features fpn, batch 1) to acc. Phrases = every category with a
-    non-crowd instance plus n_absent unannotated ones (drawn here with numpy seeded by the image id,
-    not instinct-eval's generator); detections = queries with score >= thr, Hungarian-matched on mask
+    non-crowd instance plus the two unannotated ones instinct-eval draws (cgf1_absent_draw, its
+    defaults cgf1_absent 2 and cgf1_seed 0); detections = queries with score >= thr, Hungarian-matched on mask
     IoU at the original size."""
     ts = np.arange(10) * 0.05 + 0.5
     present = sorted({t["cat"] for t in r["inst"]})
-    free = [k for k in range(len(mrt.CONCEPTS)) if k not in present and k not in r["crowd_cats"]]
-    cats = present + list(np.random.default_rng(r["id"]).choice(free, size=min(n_absent, len(free)), replace=False))
+    cats = present + r["cgf1_absent"]
     text, pad = mods["concept_bank"](torch.tensor(cats))
     logits, _, cmasks, presence, _, _ = mods["grounding"](*(x.expand(len(cats), -1, -1, -1) for x in fpn), text, pad)
     score = logits[..., 0].sigmoid() * presence.sigmoid()
@@ -505,18 +592,6 @@ def cgf1_summary(acc):
 
 
 # ------------------------------------------------------------------------------------------------
-def set_blas_threads(n):
-    """OpenBLAS (torch's BLAS on Debian) keeps its own thread pool, one thread per core unless told,
-    and its results depend on its thread count (weights 2e-5 apart after 3 steps at 1 vs 2): pinned
-    to --threads, so a machine with more cores trains the same teacher (on 2 cores, what it picks)."""
-    for name in ("libopenblas.so.0", "libblas.so.3"):
-        try:
-            ctypes.CDLL(name).openblas_set_num_threads(n)
-            return
-        except (OSError, AttributeError):
-            continue
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", required=True, help="toy world directory (make_toy_world.py)")
@@ -545,33 +620,47 @@ def main(argv=None):
     ap.add_argument("--o2m", type=float, default=1.0,
                     help="weight of the one-to-many box/mask loss on unmatched queries (lowest-cost instance)")
     ap.add_argument("--p-pos", type=float, default=0.5, help="share of concept pairs that are present")
+    ap.add_argument("--p-hard", type=float, default=1.0,
+                    help="share of absent-concept draws among the categories the world's images contain "
+                         "(the rest: any concept-bank name absent from the image)")
     ap.add_argument("--p-centroid", type=float, default=0.5,
                     help="share of point prompts at the GT-mask centroid (the rest: random interior points)")
     ap.add_argument("--parts", choices=("all", "grounding", "sam"), default="all",
                     help="train both heads, or one (recipe experiments: the other keeps its random weights)")
+    ap.add_argument("--jobs", type=int, choices=(1, 2), default=2,
+                    help="2: the batch's two shards in two processes side by side (data parallel), --threads "
+                         "split between them; the same result as --jobs 1 with those threads per process")
+    ap.add_argument("--rank", type=int, default=-1, help=argparse.SUPPRESS)  # --jobs 2 worker: its shard
+    ap.add_argument("--dist-file", default="", help=argparse.SUPPRESS)  # --jobs 2 worker: rendezvous file
+    ap.add_argument("--state-out", default="", help=argparse.SUPPRESS)  # --jobs 2 rank 0: trained state
     ap.add_argument("--eval-images", type=int, default=100)
     a = ap.parse_args(argv)
     t_start = time.time()
     torch.set_num_threads(a.threads)
     set_blas_threads(a.threads)
-    world, out = pathlib.Path(a.world), pathlib.Path(a.out)
+    if a.batch_images < 2:
+        sys.exit(f"error: --batch-images {a.batch_images}: at least 2 (a batch is two shards of images)")
+    if a.jobs == 2 and a.rank < 0:
+        if a.minutes > 0:
+            sys.exit("error: --minutes needs --jobs 1 (time-bounded shards would drift apart)")
+        return train_data_parallel(a, sys.argv[1:] if argv is None else list(argv), t_start)
+    a.world_size, shards = (2, (a.rank,)) if a.rank >= 0 else (1, (0, 1))
+    if a.rank >= 0:
+        dist.init_process_group("gloo", init_method=f"file://{a.dist_file}", rank=a.rank, world_size=2)
+    world = pathlib.Path(a.world)
+    tag = f"[rank {a.rank}] " if a.rank >= 0 else ""
 
-    mods, info = mrt.build(a.preset, a.seed)
-    if a.prompt_maps:
-        h = mods["sam_head"]
-        h.__class__ = PromptMapSamHead
-        h.add_prompt_maps(info["neck_channels"], info["trunk"]["grid"])
-    info["name"] = f"reference-{a.preset}-seed{a.seed}-toyworld"
+    mods, info = build_model(a)
     S, M = info["image_size"], info["mask_size"]
     train = load_split(world, "train", S, M)
-    val = load_split(world, "val", S, M, limit=a.eval_images, keep_full=True)
+    val = [] if a.rank >= 0 else load_split(world, "val", S, M, limit=a.eval_images, keep_full=True)
     for r in train:
         for t in r["inst"]:
             t["_wh"] = (r["w"], r["h"])
     world_cats = {t["cat"] for r in train for t in r["inst"]}
     feats, fpn0_c, l0_c = cache_features(mods, train)
     t_prep = time.time() - t_start
-    print(f"data: {len(train)} train images ({sum(len(r['inst']) for r in train)} instances), "
+    print(f"{tag}data: {len(train)} train images ({sum(len(r['inst']) for r in train)} instances), "
           f"{len(val)} val images; trunk and scale-4 neck features cached ({t_prep:.1f}s)", flush=True)
 
     # The two heads and their necks share no parameter: each is clipped on its own and draws its
@@ -601,7 +690,9 @@ def main(argv=None):
     warmup = 30
     t_loop = time.time()
     step, epoch, history = 0, 0, []
-    B = a.batch_images
+    B, Q = a.batch_images, info["num_queries"]
+    log_keys = ["loss"] + (["cls", "pres", "l1", "giou", "mbce", "dice", "score", "neg_mask", "o2m_dice"]
+                           if "grounding" in parts else []) + (["sam_mask", "sam_iou", "best_iou"] if "sam" in parts else [])
     done = False
     while not done:
         order = rng.permutation(len(train))
@@ -616,77 +707,131 @@ def main(argv=None):
                 gparam["lr"] = lr * gparam["lr_mult"]
             idx = order[bi:bi + B]
             recs = [train[i] for i in idx]
-            ti = torch.as_tensor(idx)
-            f = feats[ti]
-            loss, parts_l = 0.0, {}
-            # concept pairs (sampled in every mode, so the epoch's draws do not depend on --parts)
-            pair_img, pair_cat, pair_tg = [], [], []
-            for j, r in enumerate(recs):
-                for c, tg in sample_pairs(r, rng, n_pairs=a.pairs, p_pos=a.p_pos, world_cats=world_cats):
-                    pair_img.append(j)
-                    pair_cat.append(c)
-                    pair_tg.append(tg)
-            if "grounding" in parts:
-                fpn = detector_neck_cached(mods["detector_neck"], f, fpn0_c[ti])
-                pi = torch.tensor(pair_img)
-                text, pad = mods["concept_bank"](torch.tensor(pair_cat))
-                gout = mods["grounding"](fpn[0][pi], fpn[1][pi], fpn[2][pi], text, pad)
-                l_g, parts_l = grounding_loss(gout, pair_tg, a.pos_weight, a.pres_weight, a.o2m, a.dice_weight,
-                                              a.neg_masks, a.score_weight)
-                loss = loss + l_g
-            if "sam" in parts:
-                # interactive prompts: one point and one box per image (instances drawn at random)
-                emb, s0, s1 = interactive_neck_cached(mods["interactive_neck"], f, l0_c[ti])
-                sp_img, pts, labs, tms, kinds = [], [], [], [], []
+            # Samples for the whole batch, drawn in the same order whatever --parts and --jobs: concept
+            # pairs (image, category, instances) and interactive prompts (image, kind, points, labels, mask).
+            pairs_b = [(j, c, tg) for j, r in enumerate(recs)
+                       for c, tg in sample_pairs(r, rng, n_pairs=a.pairs, p_pos=a.p_pos, world_cats=world_cats,
+                                                 p_hard=a.p_hard)]
+            prompts_b = []
+            if "sam" in parts:  # a.sam_prompts points and boxes per image (instances drawn at random)
                 for j, r in enumerate(recs):
-                    if not r["inst"]:
-                        continue
-                    for kind in (0, 1) * a.sam_prompts:
+                    for kind in ((0, 1) * a.sam_prompts if r["inst"] else ()):
                         inst = r["inst"][rng_sam.integers(len(r["inst"]))]
-                        p_, l_ = sample_prompt(inst, rng_sam, S, M, kind, a.p_centroid)
-                        sp_img.append(j)
-                        pts.append(p_)
-                        labs.append(l_)
-                        tms.append(inst["mask_lr"])
-                        kinds.append(kind)
-                si = torch.tensor(sp_img)
-                if a.single_point:  # points as at evaluation (one token, no padding point); boxes apart
-                    outs, order_ = [], []
-                    for kind, n in ((0, 1), (1, 2)):
-                        sel = [i for i, k in enumerate(kinds) if k == kind]
-                        st = torch.tensor(sel)
-                        outs.append(mods["sam_head"](emb[si[st]], s0[si[st]], s1[si[st]],
-                                                     torch.stack([pts[i][:n] for i in sel]),
-                                                     torch.stack([labs[i][:n] for i in sel])))
-                        order_ += sel
-                    sout = tuple(torch.cat([o[i] for o in outs]) for i in range(3))
-                    tms = [tms[i] for i in order_]
-                else:
-                    sout = mods["sam_head"](emb[si], s0[si], s1[si], torch.stack(pts), torch.stack(labs))
-                l_s, sparts = sam_loss(sout, torch.stack(tms))
-                loss = loss + l_s
-            else:
-                sparts = {}
+                        prompts_b.append((j, kind) + sample_prompt(inst, rng_sam, S, M, kind, a.p_centroid) +
+                                         (inst["mask_lr"],))
+            # The batch is two shards of images whose losses, normalised by the whole batch's counts,
+            # add up to the batch's loss (--jobs 2: one shard per process, gradients summed across them).
+            counts = batch_counts([tg for _, _, tg in pairs_b], Q) | {"prompts": len(prompts_b)}
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            logged = {}
+            for shard in shards:
+                js = range(shard * B // 2, (shard + 1) * B // 2 if shard == 0 else B)
+                loss, lp = shard_loss(mods, a, parts, [j for j in js], idx, feats, fpn0_c, l0_c,
+                                      [x for x in pairs_b if x[0] in js], [x for x in prompts_b if x[0] in js],
+                                      counts)
+                if loss.requires_grad:
+                    loss.backward()
+                for k, v in lp.items():
+                    logged[k] = logged.get(k, 0.0) + float(v)
+            logged = {k: logged.get(k, 0.0) for k in log_keys}  # the same keys in every shard and step
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            if a.world_size > 1:
+                flat = torch.cat([p.grad.flatten() for p in params])
+                dist.all_reduce(flat)
+                for p, g in zip(params, flat.split([p.numel() for p in params])):
+                    p.grad.copy_(g.view_as(p))
+                lt = torch.tensor([logged[k] for k in log_keys], dtype=torch.float64)
+                dist.all_reduce(lt)
+                logged = dict(zip(log_keys, lt.tolist()))
             for pp in part_params.values():
                 torch.nn.utils.clip_grad_norm_(pp, 1.0)
             opt.step()
             step += 1
             cnt += 1
-            for k, v in ({"loss": loss} | parts_l | sparts).items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            for k, v in logged.items():
+                sums[k] = sums.get(k, 0.0) + v
         if cnt:
             epoch += 1
             avg = {k: v / cnt for k, v in sums.items()}
             history.append({"epoch": epoch, "steps": step, "seconds": round(time.time() - t_loop, 1)} |
                            {k: round(v, 4) for k, v in avg.items()})
-            print(f"epoch {epoch:3d} step {step:5d} {time.time() - t_loop:6.0f}s lr {lr:.2e} " +
-                  " ".join(f"{k} {v:.3f}" for k, v in avg.items()), flush=True)
+            if a.rank <= 0:
+                print(f"{tag}epoch {epoch:3d} step {step:5d} {time.time() - t_loop:6.0f}s lr {lr:.2e} " +
+                      " ".join(f"{k} {v:.3f}" for k, v in avg.items()), flush=True)
         if a.minutes <= 0 and step >= a.steps:
             done = True
     t_train = time.time() - t_loop
+    if a.rank >= 0:
+        if a.rank == 0:
+            torch.save({"state": {k: mods[k].state_dict() for k in trained}, "history": history, "steps": step,
+                        "epochs": epoch, "prepare": t_prep, "train": t_train}, a.state_out)
+        dist.destroy_process_group()
+        return
+    finish(a, mods, info, val, trained, history, step, epoch, t_prep, t_train, t_start)
 
+
+def set_blas_threads(n):
+    """OpenBLAS (torch's BLAS on Debian) keeps its own thread pool, one thread per core unless told,
+    and its results depend on its thread count: pinned to --threads so they depend on nothing else."""
+    for name in ("libopenblas.so.0", "libblas.so.3"):
+        try:
+            ctypes.CDLL(name).openblas_set_num_threads(n)
+            return
+        except (OSError, AttributeError):
+            continue
+
+
+def build_model(a):
+    mods, info = mrt.build(a.preset, a.seed)
+    if a.prompt_maps:
+        h = mods["sam_head"]
+        h.__class__ = PromptMapSamHead
+        h.add_prompt_maps(info["neck_channels"], info["trunk"]["grid"])
+    info["name"] = f"reference-{a.preset}-seed{a.seed}-toyworld"
+    return mods, info
+
+
+def train_data_parallel(a, argv, t_start):
+    """--jobs 2: two worker processes (--rank 0/1, half the threads each) train on one shard of every
+    batch each and sum their gradients (gloo on the loopback interface) before every step; rank 0
+    hands the trained state back and this process evaluates and writes the bundle. On 2 cores this
+    is faster than one process on both: the heads' ops are small, so a second thread gained the
+    grounding step ~10% and slowed the SAM head's."""
+    out = pathlib.Path(a.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    threads = max(1, a.threads // 2)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.ranks-") as tmp:
+        state = os.path.join(tmp, "state.pt")
+        env = os.environ | {"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+                            "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+        procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__)] + argv +
+                                  ["--threads", str(threads), "--rank", str(r), "--dist-file",
+                                   os.path.join(tmp, "rendezvous"), "--state-out", state], env=env)
+                 for r in range(2)]
+        codes = []
+        for pr in procs:
+            codes.append(pr.wait())
+            if codes[-1] != 0:  # the other one would wait for its peer forever
+                for other in procs:
+                    if other.poll() is None:
+                        other.kill()
+        if any(codes):
+            sys.exit(f"error: a training process failed (exit codes {codes}; see its output above)")
+        res = torch.load(state)
+    mods, info = build_model(a)
+    for k, sd in res["state"].items():
+        mods[k].load_state_dict(sd)
+    val = load_split(pathlib.Path(a.world), "val", info["image_size"], info["mask_size"], limit=a.eval_images,
+                     keep_full=True)
+    finish(a, mods, info, val, list(res["state"]), res["history"], res["steps"], res["epochs"], res["prepare"],
+           res["train"], t_start)
+
+
+def finish(a, mods, info, val, trained, history, step, epoch, t_prep, t_train, t_start):
+    """Evaluates the trained teacher on val, writes the bundle and train_log.json."""
+    world, out, S, B = pathlib.Path(a.world), pathlib.Path(a.out), info["image_size"], a.batch_images
     for k in trained:
         mods[k].eval()
         for p in mods[k].parameters():
