@@ -21,7 +21,7 @@ if [ ! -f demo/world/annotations/instances_val.json ]; then
   $PY scripts/make_toy_world.py --out demo/world --train 600 --val 100 --palette category
 fi
 if [ ! -f demo/teacher/train_log.json ]; then
-  step "reference teacher: training its heads on the toy world ($TEACHER_STEPS steps in two processes, ~10 minutes on 2 idle cores)"
+  step "reference teacher: training its heads on the toy world ($TEACHER_STEPS steps in two processes, about 11 minutes on 2 idle cores)"
   rm -rf demo/teacher
   $PY scripts/train_reference_teacher.py --world demo/world --out demo/teacher --steps "$TEACHER_STEPS" --threads 2
 fi

@@ -67,7 +67,7 @@ of --threads / 2 threads each and sums their gradients through torch.distributed
 before each step: bit for bit what --jobs 1 computes with that many threads, in about 0.6 of the
 time of one process on 2 threads (docs/performance.md: the heads' ops are small, so a second thread
 in one process gained the grounding step ~10% and slowed the SAM head's). OpenBLAS's thread count
-is pinned to --threads in every process, as its results depend on it.
+is pinned to each process's thread count, as its results depend on it.
 
 Training runs for --minutes of wall time in all (data preparation included; ~25 s are reserved for
 the final evaluation and bundle writing) or exactly --steps steps; the learning rate follows a

@@ -47,13 +47,12 @@ for part, keys in (("sam", ("sam_mask", "sam_iou", "best_iou")), ("grounding", (
 m = a["val_metrics"]
 coco = json.load(open(f"{w}/world/annotations/instances_val.json"))
 names = {c["id"]: c["name"] for c in coco["categories"]}
-bank = 12  # the reference teacher's concept bank
-phrases = 0
+phrases = 0  # absent phrases are drawn, as instinct-eval draws them, from the file's categories
 for im in coco["images"]:
     anns = [x for x in coco["annotations"] if x["image_id"] == im["id"]]
     present = {names[x["category_id"]] for x in anns if not x["iscrowd"]}
-    crowd = {names[x["category_id"]] for x in anns if x["iscrowd"]} - present
-    phrases += len(present) + min(2, bank - len(present) - len(crowd))
+    annotated = {names[x["category_id"]] for x in anns}
+    phrases += len(present) + min(2, len(names) - len(annotated))
 il = m["il_counts"]
 assert sum(il.values()) == phrases, (il, phrases)
 assert len(m["pmf1_per_threshold"]) == 10
@@ -65,11 +64,33 @@ PYEOF
 "$EVAL" --config "$INSTINCT_SOURCE_DIR/configs/eval_toy_cpu.yaml" annotations="$WORK/world/annotations/instances_val.json" \
   images="$WORK/world/val" teacher="$WORK/teacher_a" students=[] output="$WORK/eval" progress=off threads=2 \
   overlays=0 > "$WORK/eval.log" 2>&1 || { cat "$WORK/eval.log"; fail "instinct-eval on the trained teacher"; }
-"$PY" - "$WORK/eval/report.json" <<'PYEOF'
+"$PY" - "$WORK/eval/report.json" "$WORK/teacher_a/train_log.json" <<'PYEOF'
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]["teacher"]
 for k in ("concept", "box", "point"):
     assert 0.0 <= s[k]["mean"] <= 1.0, (k, s[k])
-assert "cgf1" in s["cgf1"], s.get("cgf1")
+# The trainer's cgF1 diagnostic prompts the absent categories instinct-eval draws: same counts.
+m = json.load(open(sys.argv[2]))["val_metrics"]
+assert s["cgf1"]["il_counts"] == m["il_counts"], (s["cgf1"]["il_counts"], m["il_counts"])
+assert abs(s["cgf1"]["cgf1"] - m["cgf1"]) < 1e-3, (s["cgf1"]["cgf1"], m["cgf1"])
 PYEOF
-echo "reference teacher: trains deterministically, counts its phrases, loads in instinct-eval"
+# The SAM head (and trunk, necks) draw their initial weights before grounding: a grounding of another
+# size leaves them as they were, so grounding experiments do not redraw the SAM head.
+"$PY" - "$INSTINCT_SOURCE_DIR/scripts" <<'PYEOF'
+import sys
+import torch
+sys.path.insert(0, sys.argv[1])
+import make_reference_teacher as mrt
+base, _ = mrt.build("tiny", 0)
+class Wider(mrt.Grounding):
+    def __init__(self, D, *args):
+        super().__init__(D, *args)
+        self.extra = torch.nn.Linear(D, 3 * D)
+mrt.Grounding = Wider
+other, _ = mrt.build("tiny", 0)
+for k in ("trunk", "detector_neck", "interactive_neck", "sam_head", "concept_bank"):
+    a, b = base[k].state_dict(), other[k].state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a), k
+assert "extra.weight" in other["grounding"].state_dict()
+PYEOF
+echo "reference teacher: trains deterministically, counts its phrases as instinct-eval does, loads in it; SAM head init independent of grounding"
