@@ -52,7 +52,7 @@ bool FeatureCache::has_all(const std::vector<int64_t>& idx) const {
   return true;
 }
 
-at::Tensor FeatureCache::read(const std::vector<int64_t>& idx) const {
+at::Tensor FeatureCache::read(const std::vector<int64_t>& idx, bool count) const {
   auto out = torch::empty({int64_t(idx.size()), record_elems_}, torch::kHalf);
   const size_t bytes = size_t(record_elems_) * 2;
   for (size_t k = 0; k < idx.size(); ++k) {
@@ -60,20 +60,27 @@ at::Tensor FeatureCache::read(const std::vector<int64_t>& idx) const {
     INSTINCT_CHECK(::pread(fd_data_, dst, bytes, off_t(idx[k]) * off_t(bytes)) == ssize_t(bytes),
                    "cache.dir '", dir_, "': short read of record ", idx[k]);
   }
-  hits_ += int64_t(idx.size());
+  if (count) hits_ += int64_t(idx.size());
   return out.to(torch::kFloat);
 }
 
-void FeatureCache::write(const std::vector<int64_t>& idx, const at::Tensor& feats) {
+int64_t FeatureCache::write(const std::vector<int64_t>& idx, const at::Tensor& feats) {
   auto h = feats.detach().to(torch::kCPU, torch::kHalf).contiguous().reshape({int64_t(idx.size()), record_elems_});
   const size_t bytes = size_t(record_elems_) * 2;
+  int64_t kept = 0;
   for (size_t k = 0; k < idx.size(); ++k) {
+    INSTINCT_ASSERT(idx[k] >= 0 && idx[k] < n_);
+    if (valid_[size_t(idx[k])]) {
+      ++kept;
+      continue;
+    }
     INSTINCT_CHECK(::pwrite(fd_data_, h[int64_t(k)].data_ptr(), bytes, off_t(idx[k]) * off_t(bytes)) == ssize_t(bytes),
                    "cache.dir '", dir_, "': write failed (disk full?)");
     valid_[size_t(idx[k])] = 1;
     const uint8_t one = 1;
     INSTINCT_CHECK(::pwrite(fd_valid_, &one, 1, off_t(idx[k])) == 1, "cache.dir '", dir_, "': write failed");
   }
+  return kept;
 }
 
 void FeatureCache::sync() {

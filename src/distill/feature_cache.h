@@ -28,10 +28,13 @@ class FeatureCache {
 
   /// True when every index has a stored record.
   bool has_all(const std::vector<int64_t>& indices) const;
-  /// Reads records into a new float32 (N,C,G,G) CPU tensor.
-  at::Tensor read(const std::vector<int64_t>& indices) const;
-  /// Stores features (N,C,G,G) (any device/dtype) for the given indices.
-  void write(const std::vector<int64_t>& indices, const at::Tensor& features);
+  /// Reads records into a new float32 (N,C,G,G) CPU tensor; `count` adds them to hits().
+  at::Tensor read(const std::vector<int64_t>& indices, bool count = true) const;
+  /// Stores features (N,C,G,G) (any device/dtype) for those of the given indices not stored yet and
+  /// returns how many were: a record is written once, so every later read (this run's or another's)
+  /// sees the value the filling run trained on, even when a batch mixing stored and new images ran
+  /// the teacher again (its batched results differ in the last bits with the batch's composition).
+  int64_t write(const std::vector<int64_t>& indices, const at::Tensor& features);
   /// Flushes data and flags to disk.
   void sync();
   /// Re-reads valid.bin: records other processes stored since (data-parallel ranks).

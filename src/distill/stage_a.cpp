@@ -94,8 +94,10 @@ class StageARecipe : public Recipe {
     } else {
       tfeat = teacher_features(ctx, batch.images);
       if (cache_) {  // train on what the cache holds, so a record read back later gives the same loss
-        cache_->write(batch.indices, tfeat);
-        tfeat = tfeat.to(torch::kHalf).to(torch::kFloat);
+        if (cache_->write(batch.indices, tfeat) > 0)  // some were stored before: use those records
+          tfeat = cache_->read(batch.indices, false).view({-1, t.trunk_channels, t.trunk_grid, t.trunk_grid}).to(ctx.run.device);
+        else
+          tfeat = tfeat.to(torch::kHalf).to(torch::kFloat);
       }
     }
     timer.lap("teacher");

@@ -1,6 +1,6 @@
 // The training loop's pieces against independent Python references (tests/python/fixtures_trainer.py):
 // the feature loss (Stage A, concept's trunk regulariser) and its valid-location mask, the step plan and LR schedule, the resumed
-// epoch position; and the run directory's checkpoint keeper and metrics log.
+// epoch position; the run directory's checkpoint keeper and metrics log; the teacher-feature cache.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "distill/feature_cache.h"
 #include "instinct/distill/optim.h"
 #include "instinct/distill/run_utils.h"
 #include "instinct/distill/feature_loss.h"
@@ -203,4 +204,32 @@ TEST(TrainerParts, MetricsLogDropsRowsAfterTheCheckpointAndATornLine) {
   }
   EXPECT_EQ(fs::file_size(path), 0u);
   fs::remove_all(dir);
+}
+
+// A record is written once: a batch mixing stored and new images runs the teacher on all of them,
+// and its results for the stored ones (different in the last bits) must not replace what earlier
+// epochs trained on, or a run reading the cache back would differ from the run that filled it.
+TEST(TrainerParts, FeatureCacheKeepsTheFirstRecord) {
+  const std::string dir = test::temp_dir("feature_cache");
+  const auto first = torch::rand({2, 4, 3, 3});
+  {
+    FeatureCache c(dir, R"({"id": 1})", 5, 4, 3);
+    EXPECT_EQ(c.write({1, 3}, first), 0);
+    EXPECT_TRUE(c.has_all({1, 3}));
+    EXPECT_FALSE(c.has_all({1, 2}));
+    const auto again = torch::stack({first[1] + 1.0f, torch::full({4, 3, 3}, 7.0f)});
+    EXPECT_EQ(c.write({3, 2}, again), 1);  // 3 kept, 2 stored
+    const auto r = c.read({1, 3, 2}).view({3, 4, 3, 3});
+    EXPECT_TRUE(torch::equal(r[0], first[0].to(torch::kHalf).to(torch::kFloat)));
+    EXPECT_TRUE(torch::equal(r[1], first[1].to(torch::kHalf).to(torch::kFloat)));
+    EXPECT_TRUE(torch::equal(r[2], torch::full({4, 3, 3}, 7.0f)));
+    EXPECT_EQ(c.hits(), 3);
+    c.read({1}, /*count=*/false);
+    EXPECT_EQ(c.hits(), 3);
+    c.sync();
+  }
+  FeatureCache reopened(dir, R"({"id": 1})", 5, 4, 3);
+  EXPECT_EQ(reopened.stored(), 3);
+  EXPECT_TRUE(torch::equal(reopened.read({3}).view({4, 3, 3}), first[1].to(torch::kHalf).to(torch::kFloat)));
+  EXPECT_NE(test::error_of([&] { FeatureCache(dir, R"({"id": 2})", 5, 4, 3); }).find("different"), std::string::npos);
 }
