@@ -28,8 +28,8 @@ fi
 step "Stage A: distilling the teacher trunk into a small ViT"
 run=runs/stageA_tiny
 # The teacher trunk is the seeded random one whatever its heads learn: its features on the training
-# images are computed in the first epoch and read back from runs/cache/ in the later ones (with runs/, so a
-# fresh run always fills it: a run reading a full cache differs from the filling one in the 6th digit).
+# images are computed in the first epoch and read back from runs/cache/ in the later ones (a run
+# reading the full cache repeats the one that filled it bit for bit).
 ./build/instinct-train stageA --config configs/stageA_tiny_cpu.yaml run_dir=$run threads=2 cache.dir=runs/cache/stageA "$@"
 $PY - "$run/metrics.jsonl" <<'PYEOF'
 import json, sys
