@@ -44,6 +44,9 @@ Losses per step (--batch-images B, --pairs concept pairs and two interactive pro
   clipped apart (below; --threads 2, AVX2 kernels) positives x4 put 1.23 detections per instance over
   the threshold (cgF1 0.314 here, 0.292 in instinct-eval), positives x3 0.96 (0.335; 0.312 in
   instinct-eval, concept IoU 0.697): hence x3. Duplicates swing from run to run; watch them first.
+  The demo's teacher since 2026-12-03 (depthwise-separable finest decoder level, --p-hard 1, the
+  diagnostic counting as instinct-eval does): cgF1 0.307, concept IoU 0.673, box 0.814, point 0.627,
+  0.97 detections per instance.
 - SAM head: --sam-prompts positive points (GT mask centroid, or a random interior point; one point
   token, as at evaluation) and as many GT boxes as two corners (labels 2/3, mildly jittered) per
   image; BCE + dice on the best of the 3 masks, MSE of the predicted IoUs against the masks' actual
