@@ -728,8 +728,8 @@ def main(argv=None):
             opt.zero_grad(set_to_none=True)
             logged = {}
             for shard in shards:
-                js = range(shard * B // 2, (shard + 1) * B // 2 if shard == 0 else B)
-                loss, lp = shard_loss(mods, a, parts, [j for j in js], idx, feats, fpn0_c, l0_c,
+                js = range(shard * B // 2, (shard + 1) * B // 2)
+                loss, lp = shard_loss(mods, a, parts, js, idx, feats, fpn0_c, l0_c,
                                       [x for x in pairs_b if x[0] in js], [x for x in prompts_b if x[0] in js],
                                       counts)
                 if loss.requires_grad:

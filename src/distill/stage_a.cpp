@@ -88,17 +88,17 @@ class StageARecipe : public Recipe {
 
   std::optional<StepLoss> loss(TrainContext& ctx, const data::Batch& batch, PhaseTimer& timer) override {
     const auto& t = teacher_->info();
+    const auto cached = [&](bool count) {
+      return cache_->read(batch.indices, count).view({-1, t.trunk_channels, t.trunk_grid, t.trunk_grid}).to(ctx.run.device);
+    };
     at::Tensor tfeat;
     if (cache_ && cache_->has_all(batch.indices)) {
-      tfeat = cache_->read(batch.indices).view({-1, t.trunk_channels, t.trunk_grid, t.trunk_grid}).to(ctx.run.device);
+      tfeat = cached(true);
     } else {
       tfeat = teacher_features(ctx, batch.images);
-      if (cache_) {  // train on what the cache holds, so a record read back later gives the same loss
-        if (cache_->write(batch.indices, tfeat) > 0)  // some were stored before: use those records
-          tfeat = cache_->read(batch.indices, false).view({-1, t.trunk_channels, t.trunk_grid, t.trunk_grid}).to(ctx.run.device);
-        else
-          tfeat = tfeat.to(torch::kHalf).to(torch::kFloat);
-      }
+      if (cache_)  // train on what the cache holds, so a record read back later gives the same loss
+        tfeat = cache_->write(batch.indices, tfeat) > 0 ? cached(false)  // some were stored before: use those
+                                                        : tfeat.to(torch::kHalf).to(torch::kFloat);
     }
     timer.lap("teacher");
     at::Tensor gv = batch.valid.defined() ? grid_valid_mask(batch.valid, t.trunk_grid).to(ctx.run.device) : at::Tensor();

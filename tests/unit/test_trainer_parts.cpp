@@ -232,4 +232,5 @@ TEST(TrainerParts, FeatureCacheKeepsTheFirstRecord) {
   EXPECT_EQ(reopened.stored(), 3);
   EXPECT_TRUE(torch::equal(reopened.read({3}).view({4, 3, 3}), first[1].to(torch::kHalf).to(torch::kFloat)));
   EXPECT_NE(test::error_of([&] { FeatureCache(dir, R"({"id": 2})", 5, 4, 3); }).find("different"), std::string::npos);
+  fs::remove_all(dir);
 }
