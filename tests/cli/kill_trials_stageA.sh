@@ -10,4 +10,4 @@ make_images "$WORK/img" 24
 common=(teacher.bundle="$BUNDLE" data.root="$WORK/img" "${TINY[@]}" optim.max_steps=14 optim.warmup_steps=2 cache.dir="$WORK/cache.@RUN@"
         log.every=1 eval.every=4 checkpoint.every=3 checkpoint.keep_last=2 ema.enabled=true ema.decay=0.9 seed=11)
 kill_trials stageA stageA train.step@2 archive.record@7 atomic.commit@3 checkpoint.saved@1 metrics.row@3 \
-  kill:2.5 train.step@3 archive.record@40 kill:3.5
+  train.step@3 archive.record@40 kill:1.5 kill:2.5

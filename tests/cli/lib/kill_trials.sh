@@ -8,6 +8,8 @@
 # that each restart resumed, that no temporary file outlived a restart, that metrics.jsonl has every
 # row of the uninterrupted run once and no torn line, and that the final weights (trunk.pt,
 # trunk_ema.pt) equal the uninterrupted run's. Prints "NAME: K/T kill trials survived".
+# Named-point trials must come before the kill:S ones: how far a run gets before an outside kill
+# depends on the machine's speed, so a POINT@N after one might find fewer than N steps left.
 # KILL_TRIALS_LENIENT=1 (long random campaigns): a trial whose run finishes ends the trials.
 kill_trials() {
   local name=$1 sub=$2; shift 2
@@ -19,6 +21,13 @@ kill_trials() {
   # machine can land after the restarted run wrote it; a further trial would then have nothing to
   # train and exit 0, so the trials end there (the final checks still run).
   local last; last=$(ls "$straight"/checkpoints/step_*.pt | tail -n 1); last=${last##*/}
+  if [ -z "${KILL_TRIALS_LENIENT:-}" ]; then
+    local seen_kill= t
+    for t in "$@"; do
+      if [[ $t == kill:* ]]; then seen_kill=$t
+      elif [ -n "$seen_kill" ]; then fail "$name: trial $t comes after $seen_kill; put named-point trials first"; fi
+    done
+  fi
   for trial in "$@"; do
     if [ -f "$dir/checkpoints/$last" ]; then
       echo "$name: the run reached its last step ($last) before trial $((n + 1)) ($trial); no more trials"; break
