@@ -94,34 +94,22 @@ def fr_poly_mask(xy, h, w):
         return np.zeros((h, w), np.uint8)
     X = _ctrunc(SCALE * xy[:, 0] + 0.5)
     Y = _ctrunc(SCALE * xy[:, 1] + 0.5)
-    X = np.append(X, X[0])
-    Y = np.append(Y, Y[0])
-    us, vs = [], []
-    for j in range(len(xy)):
-        xs, xe, ys, ye = int(X[j]), int(X[j + 1]), int(Y[j]), int(Y[j + 1])
-        dx, dy = abs(xe - xs), abs(ye - ys)
-        if dx == 0 and dy == 0:  # repeated vertex (0/0 in C, but its v is never used)
-            us.append(np.array([xs]))
-            vs.append(np.array([ys]))
-            continue
-        flip = (dx >= dy and xs > xe) or (dx < dy and ys > ye)
-        if flip:
-            xs, xe, ys, ye = xe, xs, ye, ys
-        if dx >= dy:
-            s = (ye - ys) / dx
-            t = np.arange(dx + 1)
-            if flip:
-                t = dx - t
-            us.append(t + xs)
-            vs.append(_ctrunc(ys + s * t + 0.5))
-        else:
-            s = (xe - xs) / dy
-            t = np.arange(dy + 1)
-            if flip:
-                t = dy - t
-            vs.append(t + ys)
-            us.append(_ctrunc(xs + s * t + 0.5))
-    u, v = np.concatenate(us), np.concatenate(vs)
+    xs, ys, xe, ye = X, Y, np.roll(X, -1), np.roll(Y, -1)
+    dx, dy = np.abs(xe - xs), np.abs(ye - ys)
+    major = dx >= dy  # x is the walk's axis
+    flip = np.where(major, xs > xe, ys > ye)
+    xs, xe = np.where(flip, xe, xs), np.where(flip, xs, xe)
+    ys, ye = np.where(flip, ye, ys), np.where(flip, ys, ye)
+    still = (dx == 0) & (dy == 0)  # repeated vertex (0/0 in C, but its v is never used): one point
+    span = np.where(major, dx, dy)
+    s = np.where(major, ye - ys, xe - xs) / np.maximum(span, 1)
+    n = np.where(still, 1, span + 1)  # points walked per edge, all edges at once
+    e = np.repeat(np.arange(len(n)), n)
+    k = np.arange(e.size) - np.repeat(np.cumsum(n) - n, n)
+    t = np.where(flip[e], span[e] - k, k)
+    walked = _ctrunc(np.where(major, ys, xs)[e] + s[e] * t + 0.5)
+    u = np.where(still[e], xs[e], np.where(major[e], t + xs[e], walked))
+    v = np.where(still[e], ys[e], np.where(major[e], walked, t + ys[e]))
     moved = np.flatnonzero(u[1:] != u[:-1]) + 1
     uj, up, vj, vp = u[moved], u[moved - 1], v[moved], v[moved - 1]
     xd = (np.where(uj < up, uj, uj - 1) + 0.5) / SCALE - 0.5
@@ -138,9 +126,13 @@ def fr_poly(xy, h, w):
     return encode(fr_poly_mask(xy, h, w))
 
 
-def fr_bbox(box, h, w):
+def _box_polygon(box):
     x, y, bw, bh = box
-    return fr_poly([x, y, x, y + bh, x + bw, y + bh, x + bw, y], h, w)
+    return [x, y, x, y + bh, x + bw, y + bh, x + bw, y]
+
+
+def fr_bbox(box, h, w):
+    return fr_poly(_box_polygon(box), h, w)
 
 
 def merge(list_of_counts, h, w, intersect=False):
@@ -151,13 +143,19 @@ def merge(list_of_counts, h, w, intersect=False):
     return encode(m)
 
 
+def _polygons_mask(seg, h, w):
+    """The union of a COCO polygon list as a mask (first polygon of 4 numbers -> boxes)."""
+    m = np.zeros((h, w), np.uint8)
+    for p in seg:
+        m |= fr_poly_mask(_box_polygon(p) if len(seg[0]) == 4 else p, h, w)
+    return m
+
+
 def segmentation(seg, h, w):
     """COCO annToRLE: polygon list (union; first polygon of 4 numbers -> boxes), uncompressed or
     compressed RLE dict."""
     if isinstance(seg, list):
-        if len(seg[0]) == 4:
-            return merge([fr_bbox(b, h, w) for b in seg], h, w)
-        return merge([fr_poly(p, h, w) for p in seg], h, w)
+        return encode(_polygons_mask(seg, h, w))
     if isinstance(seg["counts"], list):
         return list(seg["counts"])
     return from_string(seg["counts"])
@@ -165,6 +163,8 @@ def segmentation(seg, h, w):
 
 def mask(seg, h, w):
     """Any COCO segmentation (polygons, uncompressed or compressed RLE) -> bool (h, w) mask."""
+    if isinstance(seg, list):
+        return _polygons_mask(seg, h, w).astype(bool)
     return decode(segmentation(seg, h, w), h, w).astype(bool)
 
 

@@ -23,7 +23,9 @@ fi
 if [ ! -f demo/teacher/train_log.json ]; then
   step "reference teacher: training its heads on the toy world ($TEACHER_STEPS steps in two processes, about 11 minutes on 2 idle cores)"
   rm -rf demo/teacher
-  $PY scripts/train_reference_teacher.py --world demo/world --out demo/teacher --steps "$TEACHER_STEPS" --threads 2
+  # Its val evaluation is left to instinct-eval at the end (the same protocol, beside the students).
+  $PY scripts/train_reference_teacher.py --world demo/world --out demo/teacher --steps "$TEACHER_STEPS" --threads 2 \
+    --eval-images 0
 fi
 step "Stage A: distilling the teacher trunk into a small ViT"
 run=runs/stageA_tiny

@@ -193,16 +193,31 @@ def load_split(world, split, S, M, limit=None, keep_full=False):
 
 
 @torch.no_grad()
-def cache_features(mods, recs, bs=16):
+def cache_features(mods, recs, bs=16, rank=-1):
     """Frozen parts, computed once per image: trunk features, and the scale-4 (M x M) neck stacks
-    (detector fpn0, interactive level 0) stored as float16."""
+    (detector fpn0, interactive level 0) stored as float16. With rank 0/1 (--jobs 2) each process
+    computes half of the batches, the same batches as one process would, and the halves are
+    exchanged: the cache has the same bits either way."""
+    starts = list(range(0, len(recs), bs))
+    split = (len(starts) + 1) // 2 if rank >= 0 and len(starts) > 1 else len(starts)
+    mine = starts[:split] if rank <= 0 else starts[split:]
     feats, fpn0, l0 = [], [], []
-    for i in range(0, len(recs), bs):
+    for i in mine:
         f = mods["trunk"](normalise(torch.stack([r["pix"] for r in recs[i:i + bs]])))
         feats.append(f)
         fpn0.append(mods["detector_neck"].convs[0](f).half())
         l0.append(mods["interactive_neck"].sam2_convs[0](f).half())
-    return torch.cat(feats), torch.cat(fpn0), torch.cat(l0)
+    own = [torch.cat(x) for x in (feats, fpn0, l0)]
+    if rank < 0 or split == len(starts):
+        return tuple(own)
+    sizes = (min(split * bs, len(recs)), len(recs) - min(split * bs, len(recs)))
+    out = []
+    for t in own:
+        parts = [t if r == rank else t.new_empty((sizes[r],) + t.shape[1:]) for r in (0, 1)]
+        for r in (0, 1):
+            dist.broadcast(parts[r], src=r)
+        out.append(torch.cat(parts))
+    return tuple(out)
 
 
 def detector_neck_cached(neck, f, fpn0):
@@ -636,7 +651,8 @@ def main(argv=None):
     ap.add_argument("--rank", type=int, default=-1, help=argparse.SUPPRESS)  # --jobs 2 worker: its shard
     ap.add_argument("--dist-file", default="", help=argparse.SUPPRESS)  # --jobs 2 worker: rendezvous file
     ap.add_argument("--state-out", default="", help=argparse.SUPPRESS)  # --jobs 2 rank 0: trained state
-    ap.add_argument("--eval-images", type=int, default=100)
+    ap.add_argument("--eval-images", type=int, default=100,
+                    help="val images evaluated at the end (0: none, e.g. when instinct-eval evaluates the bundle next)")
     a = ap.parse_args(argv)
     t_start = time.time()
     torch.set_num_threads(a.threads)
@@ -661,7 +677,7 @@ def main(argv=None):
         for t in r["inst"]:
             t["_wh"] = (r["w"], r["h"])
     world_cats = {t["cat"] for r in train for t in r["inst"]}
-    feats, fpn0_c, l0_c = cache_features(mods, train)
+    feats, fpn0_c, l0_c = cache_features(mods, train, rank=a.rank)
     t_prep = time.time() - t_start
     print(f"{tag}data: {len(train)} train images ({sum(len(r['inst']) for r in train)} instances), "
           f"{len(val)} val images; trunk and scale-4 neck features cached ({t_prep:.1f}s)", flush=True)
@@ -840,17 +856,12 @@ def finish(a, mods, info, val, trained, history, step, epoch, t_prep, t_train, t
         for p in mods[k].parameters():
             p.requires_grad_(False)
     t0 = time.time()
-    metrics = evaluate(mods, val, S)
+    metrics = evaluate(mods, val, S) if val else None
     t_eval = time.time() - t0
-    print(f"val (first {metrics['n_images']} images, evaluation.md protocol): concept IoU "
-          f"{metrics['concept_miou']:.3f}  box mIoU {metrics['box_miou']:.3f}  point mIoU {metrics['point_miou']:.3f}"
-          f" ({t_eval:.1f}s)", flush=True)
-    print(f"concept diagnostics: top-query IoU without the threshold {metrics['concept_nothr_miou']:.3f}, best query "
-          f"{metrics['concept_bestq_miou']:.3f}; top score {metrics['concept_top_score']:.3f} (present), "
-          f"{metrics['absent_top_score']:.3f} (absent; >= 0.5 on {metrics['absent_fp_rate']:.0%})", flush=True)
-    print(f"cgF1 {metrics['cgf1']:.3f} = pmF1 {metrics['pmf1']:.3f} x IL_MCC {metrics['il_mcc']:.3f} (IL {metrics['il_counts']}; "
-          f"pmF1 at IoU 0.5..0.95 {metrics['pmf1_per_threshold']}; detections per instance "
-          f"{metrics['dets_per_instance']:.2f})", flush=True)
+    if metrics is None:
+        print("val evaluation skipped (--eval-images 0)", flush=True)
+    else:
+        report_val(metrics, t_eval)
     t0 = time.time()
     info = mrt.write_bundle(out, mods, info)
     base, _ = mrt.mean_vector_baseline(mods["trunk"], 64, S)
@@ -861,6 +872,19 @@ def finish(a, mods, info, val, trained, history, step, epoch, t_prep, t_train, t
            "val_metrics": metrics, "mean_teacher_vector_baseline_cosine": round(base, 4), "history": history}
     (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
     print(f"bundle {info['name']} -> {out} (total {time.time() - t_start:.0f}s, {step} steps, {epoch} epochs)")
+
+
+def report_val(metrics, t_eval):
+    """Prints the val metrics of finish()."""
+    print(f"val (first {metrics['n_images']} images, evaluation.md protocol): concept IoU "
+          f"{metrics['concept_miou']:.3f}  box mIoU {metrics['box_miou']:.3f}  point mIoU {metrics['point_miou']:.3f}"
+          f" ({t_eval:.1f}s)", flush=True)
+    print(f"concept diagnostics: top-query IoU without the threshold {metrics['concept_nothr_miou']:.3f}, best query "
+          f"{metrics['concept_bestq_miou']:.3f}; top score {metrics['concept_top_score']:.3f} (present), "
+          f"{metrics['absent_top_score']:.3f} (absent; >= 0.5 on {metrics['absent_fp_rate']:.0%})", flush=True)
+    print(f"cgF1 {metrics['cgf1']:.3f} = pmF1 {metrics['pmf1']:.3f} x IL_MCC {metrics['il_mcc']:.3f} (IL {metrics['il_counts']}; "
+          f"pmF1 at IoU 0.5..0.95 {metrics['pmf1_per_threshold']}; detections per instance "
+          f"{metrics['dets_per_instance']:.2f})", flush=True)
 
 
 if __name__ == "__main__":

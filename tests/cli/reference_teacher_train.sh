@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # scripts/train_reference_teacher.py (the demo's proxy teacher) on a small category-palette world:
 # a data-parallel run (--jobs 2, the default: the batch's two shards in two processes of one thread,
-# gradients summed through gloo) and a one-process run of one thread (--jobs 1) write the same loss
+# gradients summed through gloo, each process computing half of the frozen-feature cache's two batches)
+# and a one-process run of one thread (--jobs 1) write the same loss
 # histories and bit-identical weights (the demo's determinism rests on this), and val metrics equal up
 # to the evaluation's thread count (2 vs 1); the image-level counts of its cgF1 diagnostic cover exactly the
 # phrases the protocol asks for (every present category plus two absent ones per val image, counted
 # here from the annotations), cgF1 = pmF1 x IL_MCC; and the bundle it writes loads in instinct-eval
 # with the demo's eval config (concept, box, point, cgF1). The two heads train independently: a run of
 # the SAM head alone (--parts sam) has exactly the SAM losses of the full run, and one of grounding
-# alone exactly its grounding losses.
+# alone exactly its grounding losses. --eval-images 0 skips the val evaluation.
 source "$(dirname "$0")/common.sh"
 EVAL="$INSTINCT_BIN_DIR/instinct-eval"
-"$PY" "$INSTINCT_SOURCE_DIR/scripts/make_toy_world.py" --out "$WORK/world" --train 16 --val 12 --seed 4 \
+"$PY" "$INSTINCT_SOURCE_DIR/scripts/make_toy_world.py" --out "$WORK/world" --train 20 --val 12 --seed 4 \
   --palette category > /dev/null
 for run in a b; do
   jobs=2; [ $run = b ] && jobs=1
@@ -20,11 +21,13 @@ for run in a b; do
     || { cat "$WORK/$run.log"; fail "teacher run $run"; }
 done
 for part in sam grounding; do
+  evals=2; [ $part = grounding ] && evals=0
   "$PY" "$INSTINCT_SOURCE_DIR/scripts/train_reference_teacher.py" --world "$WORK/world" --out "$WORK/teacher_$part" \
-    --steps 3 --batch-images 4 --eval-images 2 --threads 1 --parts $part > "$WORK/$part.log" 2>&1 \
+    --steps 3 --batch-images 4 --eval-images $evals --threads 1 --parts $part > "$WORK/$part.log" 2>&1 \
     || { cat "$WORK/$part.log"; fail "teacher run --parts $part"; }
 done
 grep -q "^cgF1 " "$WORK/a.log" || { cat "$WORK/a.log"; fail "no cgF1 line"; }
+grep -q "^val evaluation skipped" "$WORK/grounding.log" || { cat "$WORK/grounding.log"; fail "--eval-images 0 evaluated"; }
 "$PY" - "$WORK" <<'PYEOF'
 import json, math, sys
 w = sys.argv[1]
@@ -43,6 +46,7 @@ for part, keys in (("sam", ("sam_mask", "sam_iou", "best_iou")), ("grounding", (
     alone = json.load(open(f"{w}/teacher_{part}/train_log.json"))["history"]
     assert [[r[k] for k in keys] for r in alone] == [[r[k] for k in keys] for r in a["history"]], (part, alone, a["history"])
     other = "cls" if part == "sam" else "sam_mask"
+    assert (json.load(open(f"{w}/teacher_{part}/train_log.json"))["val_metrics"] is None) == (part == "grounding")
     assert all(other not in r for r in alone), (part, alone)
 m = a["val_metrics"]
 coco = json.load(open(f"{w}/world/annotations/instances_val.json"))
